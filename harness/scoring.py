@@ -7,7 +7,7 @@ log-likelihoods of every item, the raw generation), plus the per-item metric val
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from harness import extraction, metrics
 from harness.registry import TaskSpec
@@ -63,11 +63,16 @@ def _bigbench_scores(item: Item, generation: str, row: tuple[str, ...]) -> tuple
     return {"answer": response}, scores
 
 
+# family -> (spec, item, generation, row metrics) -> (extracted answers, per-item metric values);
+# a new generative family adds its scorer here
+GENERATION_SCORERS: dict[str, Callable[..., tuple[dict[str, str], dict[str, float]]]] = {
+    "gsm8k": lambda spec, item, generation, row: _gsm8k_scores(item, generation, spec.options.get("extract", "cot")),
+    "bigbench": lambda spec, item, generation, row: _bigbench_scores(item, generation, row),
+}
+
+
 def score_generation(spec: TaskSpec, item: Item, generation: str, row: tuple[str, ...]) -> dict[str, Any]:
-    if spec.family == "gsm8k":
-        extracted, scores = _gsm8k_scores(item, generation, spec.options.get("extract", "cot"))
-    else:
-        extracted, scores = _bigbench_scores(item, generation, row)
+    extracted, scores = GENERATION_SCORERS[spec.family](spec, item, generation, row)
     return {
         "task": item.task,
         "doc_id": item.doc_id,
