@@ -25,11 +25,24 @@ class Ranks:
         return self.rank == 0
 
 
+# torchrun (``accelerate launch --multi_gpu``) first, then the MPI launchers that
+# ``accelerate launch --cpu --num_processes N --mpirun_hostfile F`` starts: Intel MPI/MPICH, Open MPI, MVAPICH
+_WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_SIZE")
+_RANK_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_RANK")
+
+
+def _first_int(names: Sequence[str], default: int) -> int:
+    for name in names:
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return default
+
+
 def launched_ranks() -> Ranks:
-    """This process's place in a multi-process launch, from the variables torchrun (which
-    ``accelerate launch`` runs) sets; a plain run is rank 0 of 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    rank = int(os.environ.get("RANK", "0") or 0)
+    """This process's place in a multi-process launch, from the variables torchrun or mpirun set
+    (the same ones accelerate reads); a plain run is rank 0 of 1."""
+    world = _first_int(_WORLD_VARS, 1)
+    rank = _first_int(_RANK_VARS, 0)
     return Ranks(rank, world) if world > 1 else Ranks()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,6 +35,12 @@ def test_ranks_come_from_the_launcher_environment(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
     assert launched_ranks() == Ranks(3, 4) and not launched_ranks().is_main
+    # under mpirun (accelerate launch --cpu) only Open MPI's variables are set
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    assert launched_ranks() == Ranks(1, 2)
 
 
 def _free_port() -> int:
@@ -55,30 +62,55 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_accelerate_launch_two_cpu_processes_gives_the_single_process_items(tiny_model_dir, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    env.pop("RANK", None)
-    single = subprocess.run([sys.executable, "-m", "harness", *_eval_args(tiny_model_dir, tmp_path / "one")],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
-    # accelerate 1.15's `--cpu --num_processes 2` starts a single process (several CPU processes
-    # need mpirun); --multi_gpu starts them through torchrun, and `--device cpu` keeps them on the CPU.
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), "-m", "harness", *_eval_args(tiny_model_dir, tmp_path / "two"),
-    ]
-    parallel = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+        # Open MPI refuses to start as root without these (CI runs as root)
+        "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, **_ENV}
+    for name in ("WORLD_SIZE", "RANK", "PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def single_process(tiny_model_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("one")
+    run = subprocess.run([sys.executable, "-m", "harness", *_eval_args(tiny_model_dir, out)],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def _launcher(kind: str, tmp_path: Path) -> list[str]:
+    common = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if kind == "cpu":
+        # `accelerate launch --cpu --num_processes 2` starts several CPU processes through mpirun,
+        # which it uses only when given a hostfile
+        if shutil.which("mpirun") is None and not os.environ.get("HARNESS_REQUIRE_MPI"):
+            pytest.skip("mpirun is not installed (Debian: apt-get install openmpi-bin); .ci/run installs it")
+        hostfile = tmp_path / "hostfile"
+        hostfile.write_text("localhost slots=2\n", encoding="utf-8")
+        return ["--cpu", *common, "--mpirun_hostfile", str(hostfile)]
+    # torchrun; `--device cpu` keeps both processes on the CPU
+    return ["--multi_gpu", *common, "--main_process_port", str(_free_port())]
+
+
+@pytest.mark.parametrize("kind", ["cpu", "multi_gpu"])
+def test_accelerate_launch_two_cpu_processes_gives_the_single_process_items(kind, tiny_model_dir, single_process, tmp_path):
+    launch = [sys.executable, "-m", "accelerate.commands.launch", *_launcher(kind, tmp_path),
+              "-m", "harness", *_eval_args(tiny_model_dir, tmp_path / "two")]
+    parallel = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=300)
     assert parallel.returncode == 0, parallel.stderr[-3000:]
     assert parallel.stdout.count("results:") == 1  # only the main process reports
 
     (two,) = (tmp_path / "two").rglob("results.json")
-    (one,) = (tmp_path / "one").rglob("results.json")
+    (one,) = single_process.rglob("results.json")
     two, one = (json.loads(p.read_text(encoding="utf-8")) for p in (two, one))
     assert two["processes"] == 2 and "processes" not in one
     assert two["loss"]["loss"] == pytest.approx(one["loss"]["loss"], abs=1e-6)
-    a, b = _records(tmp_path / "one"), _records(tmp_path / "two")
+    a, b = _records(single_process), _records(tmp_path / "two")
     assert [(r["task"], r["doc_id"]) for r in a] == [(r["task"], r["doc_id"]) for r in b]
     assert len(a) == 10
     for x, y in zip(a, b):
