@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from huggingface_hub import constants as hub_constants
@@ -305,6 +305,48 @@ def _architecture(model: PreTrainedModel) -> str:
     return architectures[0] if architectures else type(model).__name__
 
 
+# The files a tokenizer is built from (transformers' names across fast, slow and SentencePiece tokenizers).
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
+)
+
+
+def tokenizer_files_digest(folder: Path) -> str | None:
+    """sha256 over the tokenizer files of a checkpoint folder (names and bytes); None when it has none."""
+    digest = hashlib.sha256()
+    found = False
+    for name in TOKENIZER_FILES:
+        path = folder / name
+        if path.is_file():
+            found = True
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest() if found else None
+
+
+def _hub_tokenizer_folder(model: str, commit: str) -> Path:
+    """The cached snapshot folder of ``model`` at ``commit`` with its tokenizer files fetched (small)."""
+    return Path(snapshot_download(
+        model, revision=commit, allow_patterns=list(TOKENIZER_FILES),
+        local_files_only=bool(hub_constants.HF_HUB_OFFLINE),
+    ))
+
+
+def _shared_tokenizer(
+    tokenizers: dict[str, PreTrainedTokenizerBase] | None,
+    folder: Callable[[], Path],
+    load: Callable[[], PreTrainedTokenizerBase],
+) -> PreTrainedTokenizerBase:
+    if tokenizers is None:
+        return load()
+    key = tokenizer_files_digest(folder())
+    if key is None:  # no tokenizer files of its own (e.g. remote code): nothing to compare
+        return load()
+    if key not in tokenizers:
+        tokenizers[key] = load()
+    return tokenizers[key]
+
+
 def load_model(
     model: str,
     *,
@@ -313,8 +355,14 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     gguf_cache_dir: Path | None = None,
+    tokenizers: dict[str, PreTrainedTokenizerBase] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
-    """Load ``model`` (folder, .gguf file or hub id at ``revision``) in eval mode on ``device``."""
+    """Load ``model`` (folder, .gguf file or hub id at ``revision``) in eval mode on ``device``.
+
+    ``tokenizers``, a dict the caller keeps (a sweep keeps one for all its checkpoints), holds the
+    tokenizers already loaded by the digest of their files: a checkpoint whose tokenizer files are
+    byte-identical to an earlier one's gets that tokenizer object instead of loading its own.
+    """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     kind = _model_kind(model)
@@ -328,7 +376,10 @@ def load_model(
         network = _load_weights(
             model, label, torch_dtype=torch_dtype, use_safetensors=_has_safetensors(files), **common
         )
-        tokenizer = _from_pretrained(AutoTokenizer, model, label, **common)
+        tokenizer = _shared_tokenizer(
+            tokenizers, lambda: _hub_tokenizer_folder(model, resolved_revision),
+            lambda: _from_pretrained(AutoTokenizer, model, label, **common),
+        )
     else:
         if kind == "gguf":
             if revision is not None:
@@ -347,7 +398,10 @@ def load_model(
             use_safetensors=_has_safetensors(files),
             trust_remote_code=trust_remote_code,
         )
-        tokenizer = _from_pretrained(AutoTokenizer, str(folder), label, trust_remote_code=trust_remote_code)
+        tokenizer = _shared_tokenizer(
+            tokenizers, lambda: folder,
+            lambda: _from_pretrained(AutoTokenizer, str(folder), label, trust_remote_code=trust_remote_code),
+        )
     network = network.to(torch_device)
     network.eval()
     total, non_embedding = count_parameters(network)

@@ -179,12 +179,15 @@ def _dtype_name(config: SweepConfig) -> str:
 
 class _SweepInputs:
     """What a sweep reads or computes once, not once per checkpoint: loss corpora hashed, loss logs
-    read (a Pythia loss log has 143,000 lines), and prompts tokenized (one cache per tokenizer)."""
+    read (a Pythia loss log has 143,000 lines), tokenizers loaded and prompts tokenized (one of each
+    per distinct tokenizer)."""
 
     def __init__(self) -> None:
         self._digests: dict[Path, str] = {}
         self._logs: dict[Path, LossLog] = {}
         self._encodings: dict[str, dict[str, tuple[int, ...]]] = {}
+        # tokenizers by the digest of their files: checkpoints of one run share one tokenizer object
+        self.tokenizers: dict[str, Any] = {}
         self._lock = threading.Lock()  # the loader thread and the main thread both ask
 
     def encode_cache(self, tokenizer: Any, add_bos_token: bool | None) -> dict[str, tuple[int, ...]] | None:
@@ -269,7 +272,7 @@ def _prepare(
         try:
             loaded = load_model(
                 planned.checkpoint.model, revision=planned.checkpoint.revision, dtype=config.dtype,
-                device=config.device, trust_remote_code=config.trust_remote_code,
+                device=config.device, trust_remote_code=config.trust_remote_code, tokenizers=inputs.tokenizers,
             )
         except Exception as error:  # noqa: BLE001 - corrupt or missing weights fail this checkpoint only
             load_error = error

@@ -365,13 +365,36 @@ def test_report_on_the_tiny_sweep_writes_figures_and_tables(reference, tmp_path)
     assert "mmlu:abstract_algebra" in (out / "report.md").read_text(encoding="utf-8")
 
 
-def test_prompts_are_tokenized_once_per_tokenizer_for_the_whole_sweep(config_file, tmp_path, monkeypatch):
-    """Both runs share one tokenizer: each distinct prompt text is encoded once across all six
-    checkpoints, not once per checkpoint."""
+def test_tokenizer_loaded_and_prompts_tokenized_once_for_the_whole_sweep(config_file, tmp_path, monkeypatch):
+    """Both runs share one tokenizer: it is loaded once, and each distinct prompt text is encoded
+    once across all six checkpoints, not once per checkpoint."""
+    from transformers import AutoTokenizer
+
     from harness.engine import Engine
 
     encoded: list[str] = []
     original = Engine._encode_uncached
     monkeypatch.setattr(Engine, "_encode_uncached", lambda self, text: encoded.append(text) or original(self, text))
+    loads: list[str] = []
+    load_tokenizer = AutoTokenizer.from_pretrained.__func__
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained",
+                        classmethod(lambda cls, path, *a, **k: loads.append(str(path)) or load_tokenizer(cls, path, *a, **k)))
     assert _sweep("--config", str(config_file), "--out", str(tmp_path / "out"), "--no-prefetch") == 0
     assert encoded and len(encoded) == len(set(encoded))
+    assert len(loads) == 1, loads
+
+
+def test_checkpoints_with_other_tokenizer_files_get_their_own_tokenizer(runs, tmp_path):
+    from harness.models import load_model
+
+    first, second = sorted(runs["small"].glob("checkpoint-*"))[:2]
+    other = tmp_path / "other"
+    shutil.copytree(second, other)
+    config = json.loads((other / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["model_max_length"] = 77
+    (other / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tokenizers: dict = {}
+    a = load_model(str(first), device="cpu", tokenizers=tokenizers)[1]
+    b = load_model(str(second), device="cpu", tokenizers=tokenizers)[1]
+    c = load_model(str(other), device="cpu", tokenizers=tokenizers)[1]
+    assert a is b and c is not a and c.model_max_length == 77 and len(tokenizers) == 2
