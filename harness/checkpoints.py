@@ -84,12 +84,13 @@ def discover_checkpoints(paths: list[Path]) -> Discovery:
 
 
 def parse_revisions(spec: str, preset: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
-    """``pythia`` (the 154 published Pythia steps), ``step1000:143000:1000`` (STOP included) or a
-    comma list such as ``step1000,step2000,main``; ordered by step."""
+    """``pythia`` (the 154 published Pythia steps), ``pythia-v1-evals`` (the 27 steps of Pythia v1's
+    published evaluations), ``step1000:143000:1000`` (STOP included) or a comma list such as
+    ``step1000,step2000,main``; ordered by step."""
     if preset is None:
-        from harness.pythia import PYTHIA_REVISIONS
+        from harness.pythia import PYTHIA_REVISIONS, PYTHIA_V1_EVAL_REVISIONS
 
-        preset = {"pythia": PYTHIA_REVISIONS}
+        preset = {"pythia": PYTHIA_REVISIONS, "pythia-v1-evals": PYTHIA_V1_EVAL_REVISIONS}
     revisions: list[str] = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:

@@ -152,19 +152,61 @@ def _metric(value: Any, stderr: Any, n: int | None, higher: bool) -> dict[str, A
     return {"value": _number(value), "stderr": _number(stderr), "n": n, "random_baseline": None, "higher_is_better": higher}
 
 
+# Items in each MMLU test file (hendrycks/test data.tar, 14,042 in all): lm-eval 0.3's hendrycksTest
+# evaluated the whole test split, so these are the n of Pythia's imported MMLU rows, which its
+# v0.3 results files do not record.
+MMLU_TEST_SIZES: dict[str, int] = {
+    "abstract_algebra": 100, "anatomy": 135, "astronomy": 152, "business_ethics": 100,
+    "clinical_knowledge": 265, "college_biology": 144, "college_chemistry": 100,
+    "college_computer_science": 100, "college_mathematics": 100, "college_medicine": 173,
+    "college_physics": 102, "computer_security": 100, "conceptual_physics": 235, "econometrics": 114,
+    "electrical_engineering": 145, "elementary_mathematics": 378, "formal_logic": 126, "global_facts": 100,
+    "high_school_biology": 310, "high_school_chemistry": 203, "high_school_computer_science": 100,
+    "high_school_european_history": 165, "high_school_geography": 198,
+    "high_school_government_and_politics": 193, "high_school_macroeconomics": 390,
+    "high_school_mathematics": 270, "high_school_microeconomics": 238, "high_school_physics": 151,
+    "high_school_psychology": 545, "high_school_statistics": 216, "high_school_us_history": 204,
+    "high_school_world_history": 237, "human_aging": 223, "human_sexuality": 131, "international_law": 121,
+    "jurisprudence": 108, "logical_fallacies": 163, "machine_learning": 112, "management": 103,
+    "marketing": 234, "medical_genetics": 100, "miscellaneous": 783, "moral_disputes": 346,
+    "moral_scenarios": 895, "nutrition": 306, "philosophy": 311, "prehistory": 324,
+    "professional_accounting": 282, "professional_law": 1534, "professional_medicine": 272,
+    "professional_psychology": 612, "public_relations": 110, "security_studies": 245, "sociology": 201,
+    "us_foreign_policy": 100, "virology": 166, "world_religions": 171,
+}
+MMLU_PYTHIA_V0 = "mmlu_pythia_v0"
+
+
 def _v03_tasks(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     shots = data.get("config", {}).get("num_fewshot")
     tasks = {}
     for task, values in data["results"].items():
+        name = our_task_name(task)
+        subject = name.removeprefix(MMLU_PYTHIA_V0 + ":") if name.startswith(MMLU_PYTHIA_V0 + ":") else None
+        n = MMLU_TEST_SIZES.get(subject) if subject else None
         metrics = {
-            our_metric_name(key): _metric(value, values.get(f"{key}_stderr"), None, higher_is_better(our_metric_name(key)))
+            our_metric_name(key): _metric(value, values.get(f"{key}_stderr"), n, higher_is_better(our_metric_name(key)))
             for key, value in values.items()
             if not key.endswith("_stderr") and _number(value) is not None
         }
         if metrics:
-            name = our_task_name(task)
-            tasks[name] = _task_entry(name, metrics, shots, None, None)
-    return tasks
+            tasks[name] = _task_entry(name, metrics, shots, n, MMLU_PYTHIA_V0 if subject else None)
+    return _with_mmlu_parent(tasks, shots)
+
+
+def _with_mmlu_parent(tasks: dict[str, dict[str, Any]], shots: int | None) -> dict[str, dict[str, Any]]:
+    """The ``mmlu_pythia_v0`` row over the imported subjects, aggregated as our own parent rows are
+    (item-weighted metrics and ``<metric>_macro``), so it lines up with our run of ``mmlu_pythia_v0``."""
+    from harness.scoring import aggregate_group
+
+    subjects = {name: entry for name, entry in tasks.items() if entry["parent"] == MMLU_PYTHIA_V0}
+    if not subjects or MMLU_PYTHIA_V0 in tasks or any(entry["n"] is None for entry in subjects.values()):
+        return tasks
+    group = aggregate_group({name: entry["metrics"] for name, entry in subjects.items()},
+                            {name: entry["n"] for name, entry in subjects.items()})
+    entry = _task_entry(MMLU_PYTHIA_V0, group, shots, sum(e["n"] for e in subjects.values()), None)
+    entry["subtasks"] = sorted(subjects)
+    return {**tasks, MMLU_PYTHIA_V0: entry}
 
 
 def _v04_tasks(data: dict[str, Any]) -> dict[str, dict[str, Any]]:

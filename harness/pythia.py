@@ -10,6 +10,10 @@ import re
 PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, 143001, 1000))
 PYTHIA_REVISIONS: tuple[str, ...] = tuple(f"step{step}" for step in PYTHIA_STEPS)
 
+# The 27 steps of Pythia v1's published zero-shot evaluations (evals/pythia-v1/<model>/zero-shot/).
+PYTHIA_V1_EVAL_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), 1000, *range(3000, 143001, 10000))
+PYTHIA_V1_EVAL_REVISIONS: tuple[str, ...] = tuple(f"step{step}" for step in PYTHIA_V1_EVAL_STEPS)
+
 # Tokens per optimizer step in Pythia's training: 1024 sequences x 2048 tokens.
 PYTHIA_TOKENS_PER_STEP = 2_097_152
 

@@ -133,10 +133,6 @@ def model_sweep(
             name=name or _default_name(paths), size=size, checkpoint_paths=paths, loss=loss,
             tokens_per_step=tokens_per_step,
         )
-    if loss is not None and loss.kind.startswith("trainer-state"):
-        raise UserError(
-            "--loss-from trainer-state reads local HF Trainer checkpoints; for a hub model use --loss-corpus or a loss log file"
-        )
     if isinstance(revisions, (list, tuple)):
         revisions = ",".join(str(r) for r in revisions)
     parsed = parse_revisions(str(revisions)) if revisions is not None else None
@@ -144,6 +140,17 @@ def model_sweep(
         name=name or str(model), size=size, hub_model=str(model), revisions=parsed, loss=loss,
         tokens_per_step=tokens_per_step,
     )
+
+
+def select_models(models: tuple[ModelSweep, ...], spec: str) -> tuple[ModelSweep, ...]:
+    """The models whose size label or name is in the comma list ``spec`` (``--sizes 70m,160m``)."""
+    wanted = {part.strip() for part in spec.split(",") if part.strip()}
+    chosen = tuple(m for m in models if m.size in wanted or m.name in wanted)
+    unknown = wanted - {m.size for m in chosen} - {m.name for m in chosen}
+    if unknown or not chosen:
+        labels = sorted({m.size for m in models if m.size} | {m.name for m in models})
+        raise UserError(f"--sizes {spec!r}: no model named or sized {', '.join(sorted(unknown or wanted))}; known: {', '.join(labels)}")
+    return chosen
 
 
 _GLOBAL_KEYS = {
@@ -243,6 +250,12 @@ def validated(config: SweepConfig) -> SweepConfig:
     batch = config.batch_size
     if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise UserError(f"batch size must be a positive integer or 'auto', got {batch!r}")
+    for model in config.models:
+        if model.hub_model is not None and model.loss is not None and model.loss.kind.startswith("trainer-state"):
+            raise UserError(
+                f"--loss-from trainer-state reads local HF Trainer checkpoints; for the hub model {model.hub_model} "
+                "use --loss-corpus or a loss log file"
+            )
     names = [m.name for m in config.models]
     if len(set(names)) != len(names):
         raise UserError(f"two models share the name {next(n for n in names if names.count(n) > 1)!r}; give each a distinct name")

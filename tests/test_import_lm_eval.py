@@ -83,11 +83,14 @@ def test_pythia_v03_file_imports_every_metric(v03_out, name):
     got = {
         (task, metric): (m["value"], m["stderr"])
         for task, entry in results["tasks"].items() for metric, m in entry["metrics"].items()
+        if task != "mmlu_pythia_v0"  # the parent row we add (test_mmlu_parent_row)
     }
     assert got == expected
-    assert len(results["tasks"]) == 87  # 8 tasks + 57 MMLU subjects + 22 crows_pairs rows
-    for entry in results["tasks"].values():
-        assert entry["num_fewshot"] == 0 and entry["prompt_type"] == "zeroshot" and entry["n"] is None
+    assert len(results["tasks"]) == 88  # 8 tasks + 57 MMLU subjects and their parent + 22 crows_pairs rows
+    for task, entry in results["tasks"].items():
+        assert entry["num_fewshot"] == 0 and entry["prompt_type"] == "zeroshot"
+        # MMLU's n is known (the whole test split); other v0.3 rows do not record theirs
+        assert (entry["n"] is not None) == task.startswith("mmlu_pythia_v0"), task
 
 
 def test_pythia_v03_literal_values(v03_out):
@@ -99,7 +102,8 @@ def test_pythia_v03_literal_values(v03_out):
     }
     assert lambada["metrics"]["acc"]["value"] == 0.06462254997089074 and lambada["primary_metric"] == "acc"
     anatomy = tasks["mmlu_pythia_v0:anatomy"]
-    assert anatomy["task_family"] == "mmlu_pythia_v0" and anatomy["parent"] is None
+    assert anatomy["task_family"] == "mmlu_pythia_v0" and anatomy["parent"] == "mmlu_pythia_v0"
+    assert anatomy["n"] == 135 and anatomy["metrics"]["acc"]["n"] == 135  # anatomy_test.csv's rows
     assert anatomy["metrics"]["acc"]["value"] == 0.22962962962962963
     assert anatomy["metrics"]["acc_norm"]["stderr"] == 0.03853254836552003
     assert anatomy["metrics"]["acc"]["higher_is_better"] is True
@@ -121,7 +125,7 @@ def test_pythia_params_and_shots_from_config_not_name(v03_out):
 
 def test_table_over_imported_pythia_results(v03_out):
     frame = results_table(v03_out)
-    assert len(frame) == 4 * 172  # every file: 14 + 57*2 + 22*2 metric rows
+    assert len(frame) == 4 * 176  # every file: 14 + 57*2 + 22*2 metric rows, and the MMLU parent's 4
     assert sorted(set(zip(frame["model"], frame["step"]))) == sorted((m, s) for m, s, _ in V03_FILES.values())
     row = frame[(frame["model"] == "EleutherAI/pythia-160m") & (frame["step"] == 143000)
                 & (frame["task"] == "mmlu_pythia_v0:anatomy") & (frame["metric"] == "acc")]
@@ -315,3 +319,19 @@ def test_command_line(tmp_path):
     )
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "does not exist" in missing.stderr
+
+
+def test_mmlu_parent_row_aggregates_the_subjects_like_our_own_runs(v03_out):
+    from harness.import_lm_eval import MMLU_TEST_SIZES
+
+    assert len(MMLU_TEST_SIZES) == 57 and sum(MMLU_TEST_SIZES.values()) == 14042  # MMLU's test split
+    tasks = _load(v03_out / "EleutherAI__pythia-160m@step143000" / "results.json")["tasks"]
+    subjects = {name: entry for name, entry in tasks.items() if name.startswith("mmlu_pythia_v0:")}
+    parent = tasks["mmlu_pythia_v0"]
+    assert parent["subtasks"] == sorted(subjects) and parent["n"] == 14042 and parent["parent"] is None
+    weighted = sum(e["metrics"]["acc"]["value"] * e["n"] for e in subjects.values()) / 14042
+    macro = sum(e["metrics"]["acc"]["value"] for e in subjects.values()) / 57
+    assert parent["metrics"]["acc"]["value"] == pytest.approx(weighted, abs=1e-12)
+    assert parent["metrics"]["acc_macro"]["value"] == pytest.approx(macro, abs=1e-12)
+    stderr = sum((e["metrics"]["acc_norm"]["stderr"] * e["n"] / 14042) ** 2 for e in subjects.values()) ** 0.5
+    assert parent["metrics"]["acc_norm"]["stderr"] == pytest.approx(stderr, rel=1e-12)
