@@ -32,6 +32,10 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    _write_atomic(Path(path), lambda h: h.write(text))
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     _write_atomic(Path(path), lambda h: json.dump(obj, h, ensure_ascii=False, indent=2, allow_nan=True))
 

@@ -1,0 +1,108 @@
+"""``harness compare``: published Pythia results against themselves agree everywhere; a shifted copy
+is caught; the stderr arithmetic is checked by hand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import FIXTURES
+from harness import cli
+from harness.compare import compare, compare_frames
+from harness.import_lm_eval import import_lm_eval
+
+PYTHIA_V1 = FIXTURES / "lm_eval_results" / "v0.3" / "evals" / "pythia-v1"
+TWO_FILES = ["pythia-160m/zero-shot/160m_step1000.json", "pythia-160m/zero-shot/160m_step143000.json"]
+SHIFT = 0.05
+
+
+def _import(files: list[str], root: Path) -> Path:
+    source = root / "source"
+    for name in files:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PYTHIA_V1 / name, source / name)
+    out = root / "imported"
+    import_lm_eval(source, out, log=lambda msg: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> tuple[Path, Path]:
+    ours = _import(TWO_FILES, tmp_path_factory.mktemp("ours"))
+    reference = _import(TWO_FILES, tmp_path_factory.mktemp("reference"))
+    return ours, reference
+
+
+def test_published_results_against_themselves_agree_in_every_cell(imported, tmp_path, capsys):
+    ours, reference = imported
+    comparison = compare(ours, reference)
+    # 2 checkpoints x (8 tasks' 14 metrics + 57 MMLU subjects x 2 + the MMLU parent's 4 + 22 crows rows x 2)
+    assert len(comparison.cells) == 2 * 176
+    assert comparison.agreeing == len(comparison.cells) and comparison.only_ours == comparison.only_reference == 0
+    assert (comparison.cells["diff"] == 0).all()
+
+    assert cli.main(["compare", str(ours), str(reference), "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert "352 of 352 cells agree within 2 stderr (100.0%)" in printed
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    assert len(table) == 352 and table["agree"].all()
+    assert (tmp_path / "cmp" / "figures" / "lambada_openai__acc.png").stat().st_size > 10_000
+    assert "100.0%" in (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
+
+
+def test_a_shifted_copy_is_reported(imported, tmp_path, capsys):
+    ours, reference = imported
+    shifted = tmp_path / "shifted"
+    shutil.copytree(ours, shifted)
+    for path in shifted.rglob("results.json"):
+        results = json.loads(path.read_text(encoding="utf-8"))
+        for entry in results["tasks"].values():
+            if "acc" in entry["metrics"]:
+                entry["metrics"]["acc"]["value"] += SHIFT
+        path.write_text(json.dumps(results), encoding="utf-8")
+    comparison = compare(shifted, reference)
+    cells = comparison.cells
+    acc = cells[cells["metric"] == "acc"]
+    assert acc["diff"].to_numpy() == pytest.approx([SHIFT] * len(acc))
+    assert (cells.loc[cells["metric"] != "acc", "diff"] == 0).all()
+    # a 0.05 shift is > 2 combined stderr wherever the stderr is below 0.0177
+    small_se = acc["combined_stderr"] < SHIFT / 2
+    assert small_se.sum() > 10 and not acc.loc[small_se, "agree"].any()
+    assert acc.loc[~small_se, "agree"].all()
+    assert comparison.agreeing == len(cells) - int(small_se.sum())
+
+    assert cli.main(["compare", str(shifted), str(reference), "--out", str(tmp_path / "cmp")]) == 0
+    printed = capsys.readouterr().out
+    assert f"{comparison.agreeing} of 352 cells agree" in printed and "(100.0%)" not in printed
+
+
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["model", "step", "task", "metric", "value", "stderr"])
+    return frame.assign(size=None, parent=None, primary=True, higher_is_better=True, n=100, status="done")
+
+
+def test_differences_in_combined_stderr_by_hand():
+    ours = _frame([("m", 1, "t", "acc", 0.50, 0.03), ("m", 2, "t", "acc", 0.52, 0.03), ("m", 1, "t", "ppl", 10.0, None),
+                   ("m", 2, "t", "ppl", 10.0, None), ("m", 3, "t", "acc", 0.1, 0.01)])
+    ref = _frame([("m", 1, "t", "acc", 0.40, 0.04), ("m", 2, "t", "acc", 0.41, 0.04), ("m", 1, "t", "ppl", 10.0, None),
+                  ("m", 2, "t", "ppl", 10.5, None), ("m", 4, "t", "acc", 0.1, 0.01)])
+    comparison = compare_frames(ours, ref)
+    cells = comparison.cells.set_index(["step", "metric"])
+    assert cells.loc[(1, "acc"), "z"] == pytest.approx(0.10 / 0.05)  # sqrt(0.03^2 + 0.04^2) = 0.05: exactly 2, agrees
+    assert bool(cells.loc[(1, "acc"), "agree"]) is True
+    assert cells.loc[(2, "acc"), "z"] == pytest.approx(0.11 / 0.05) and not cells.loc[(2, "acc"), "agree"]
+    assert bool(cells.loc[(1, "ppl"), "agree"]) is True and not cells.loc[(2, "ppl"), "agree"]  # no stderr: equal or not
+    assert comparison.only_ours == 1 and comparison.only_reference == 1
+    assert compare_frames(ours, ref, tolerance=3).agreeing == 3  # z = 2.2 now agrees; the unequal ppl never does
+
+
+def test_nothing_in_common_is_a_one_line_error(imported, tmp_path, capsys):
+    ours, _ = imported
+    other = _import(["pythia-410m-deduped/zero-shot/410m-deduped_step0.json"], tmp_path)
+    assert cli.main(["compare", str(ours), str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no (model, step, task, metric)" in err and len(err.splitlines()) == 1
