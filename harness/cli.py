@@ -43,6 +43,20 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bigbench-mode", choices=["auto", "gen", "mc"], default="auto", help="BIG-bench tasks with both forms: generative (default) or multiple choice")
 
 
+def _task_file(value: str) -> tuple[str, str]:
+    name, sep, source = value.partition("=")
+    if not sep or not name.strip() or not source.strip():
+        raise argparse.ArgumentTypeError(f"expected TASK=PATH.jsonl or TASK=OWNER/NAME, got {value!r}")
+    return name.strip(), source.strip()
+
+
+def _add_task_file_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task-file", dest="task_files", type=_task_file, action="append", default=[], metavar="TASK=SOURCE",
+        help="data for a task with no bundled copy (clozet, gsm8k_zh): a local .jsonl or a Hub id OWNER/NAME[:CONFIG]; repeatable",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(ev)
     ev.add_argument("--tasks", required=True, help="comma list, e.g. mmlu,ceval,gsm8k,bigbench:modified_arithmetic")
     _add_task_args(ev)
+    _add_task_file_arg(ev)
     _add_loss_args(ev)
     ev.add_argument("--limit", type=int, help="first N items of each (sub)task")
     ev.add_argument("--batch-size", type=_batch_size, default="auto")
@@ -75,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--task", required=True, help="one row, e.g. mmlu:anatomy or bigbench:modified_arithmetic/three_digit_addition_control")
     prompt.add_argument("--index", type=int, default=0, help="the item's doc_id (0-based position in the split file)")
     _add_task_args(prompt)
+    _add_task_file_arg(prompt)
 
     table = sub.add_parser("table", help="tidy table of results: one row per (model, revision, step, task, metric)")
     table.add_argument("path", type=Path, help="a results folder (searched recursively) or results.json")
@@ -91,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     report_parser = sub.add_parser("report", help="figures, correlation table and emergence threshold of every task, from a results folder")
     report.add_arguments(report_parser)
+
+    from harness import compare
+
+    compare_parser = sub.add_parser("compare", help="our results beside a reference's (e.g. imported Pythia evals), cell by cell in stderr units")
+    compare.add_arguments(compare_parser)
+
+    tiny = sub.add_parser("train-tiny", help="train the demo's tiny GPT-NeoX family on the CPU, offline (HF checkpoints at log-spaced steps)")
+    tiny.add_argument("--out", type=Path, help="suite folder (default results/demo/suite; results/demo-quick/suite with --quick)")
+    tiny.add_argument("--quick", action="store_true", help="the reduced suite the tests use (about a minute)")
+    demo = sub.add_parser("demo", help="train the tiny family (or reuse it), sweep its checkpoints and write the report: the loss threshold end to end")
+    demo.add_argument("--out", type=Path, help="output folder (default results/demo; results/demo-quick with --quick)")
+    demo.add_argument("--quick", action="store_true", help="a reduced demo (about a minute): fewer, smaller models and steps")
     return parser
 
 
@@ -100,6 +128,8 @@ def _add_sweep_parser(sub) -> None:
         description="Flags left out take the --config file's values (or the defaults); flags given win over the file.",
     )
     sw.add_argument("--config", type=Path, help="sweep.yaml: several models, each with its checkpoints (see docs/sweeping.md)")
+    sw.add_argument("--preset", help="a built-in sweep config: pythia-v1 (Pythia v1's published evaluation: 16 models x 27 steps)")
+    sw.add_argument("--sizes", help="with --config/--preset: only the models with these size labels or names (comma list)")
     sw.add_argument("--model", help="hub id swept over --revisions (a local folder here means --checkpoints)")
     sw.add_argument("--revisions", help="pythia (the 154 Pythia steps), step1000:143000:1000 (stop included), or a comma list")
     sw.add_argument("--checkpoints", nargs="+", type=Path, help="a folder of checkpoint-N/step-N/global_stepN/iter_N folders, or checkpoint folders")
@@ -107,6 +137,7 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--size", help="a size label for the table, e.g. 160m")
     sw.add_argument("--tasks", help="comma list, e.g. mmlu,gsm8k")
     _add_task_args(sw)
+    _add_task_file_arg(sw)
     sw.set_defaults(bigbench_mode=None)
     sw.add_argument("--limit", type=int, help="first N items of each (sub)task")
     sw.add_argument("--loss-corpus", type=Path, help="compute each checkpoint's loss on this .txt/.jsonl corpus")
@@ -141,7 +172,7 @@ def cmd_eval(args) -> int:
         bigbench_mode=args.bigbench_mode, add_bos_token=args.add_bos_token, prefix_cache=not args.no_prefix_cache,
         trust_remote_code=args.trust_remote_code, loss_corpus=args.loss_corpus,
         loss_window=args.loss_window, loss_tokens=args.loss_tokens, out=args.out,
-        progress=not args.no_progress,
+        progress=not args.no_progress, task_files=tuple(args.task_files),
     )
     path = evaluate(config, log=lambda msg: print(msg, file=sys.stderr))
     from harness.distributed import launched_ranks
@@ -160,7 +191,9 @@ def cmd_sweep(args) -> int:
 
     from harness.loss_sources import loss_settings
     from harness.sweep import run_sweep
-    from harness.sweep_config import SweepConfig, load_sweep_config, model_sweep, parse_tokens_per_step, validated
+    from harness.sweep_config import (
+        SweepConfig, load_sweep_config, model_sweep, parse_tokens_per_step, select_models, validated,
+    )
     from harness.units import parse_shard
 
     tokens_per_step = parse_tokens_per_step(args.tokens_per_step)
@@ -172,21 +205,30 @@ def cmd_sweep(args) -> int:
         "trust_remote_code": args.trust_remote_code, "prefix_cache": False if args.no_prefix_cache else None,
         "shard": parse_shard(args.shard) if args.shard is not None else None, "save_every": args.save_every,
         "prefetch": False if args.no_prefetch else None, "progress": False if args.no_progress else None,
+        "task_files": tuple(args.task_files) or None,
     }
-    if args.config is not None:
+    loss = loss_settings(
+        corpus=args.loss_corpus, loss_from=args.loss_from, window=args.loss_window, tokens=args.loss_tokens,
+        smoothing=args.loss_smoothing,
+    )
+    config_path = _sweep_config_path(args)
+    if args.preset is not None and args.out is None:
+        overrides["out"] = Path("results") / args.preset  # not beside the packaged file
+    if config_path is not None:
         given = [flag for flag, value in (("--model", args.model), ("--revisions", args.revisions),
-                 ("--checkpoints", args.checkpoints), ("--name", args.name), ("--size", args.size),
-                 ("--loss-corpus", args.loss_corpus), ("--loss-from", args.loss_from)) if value is not None]
+                 ("--checkpoints", args.checkpoints), ("--name", args.name), ("--size", args.size)) if value is not None]
         if given:
-            raise UserError(f"--config lists the models and their loss settings; drop {', '.join(given)} or drop --config")
-        config = load_sweep_config(args.config, **overrides)
-        if tokens_per_step is not None:
-            config = replace(config, models=tuple(replace(m, tokens_per_step=tokens_per_step) for m in config.models))
+            raise UserError(f"the sweep config lists the models; drop {', '.join(given)} or drop --config/--preset")
+        config = load_sweep_config(config_path, **overrides)
+        model_changes = {"tokens_per_step": tokens_per_step, "loss": loss}  # flags given win over the file
+        model_changes = {k: v for k, v in model_changes.items() if v is not None}
+        models = tuple(replace(m, **model_changes) for m in config.models)
+        if args.sizes is not None:
+            models = select_models(models, args.sizes)
+        config = validated(replace(config, models=models))
     else:
-        loss = loss_settings(
-            corpus=args.loss_corpus, loss_from=args.loss_from, window=args.loss_window, tokens=args.loss_tokens,
-            smoothing=args.loss_smoothing,
-        )
+        if args.sizes is not None:
+            raise UserError("--sizes selects models of a --config or --preset; with one model, drop it")
         model = model_sweep(
             model=args.model, revisions=args.revisions, checkpoints=args.checkpoints, name=args.name, size=args.size,
             loss=loss, tokens_per_step=tokens_per_step,
@@ -208,6 +250,20 @@ def cmd_sweep(args) -> int:
             print(f"  {failure['checkpoint']} {failure['task']}: {failure['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _sweep_config_path(args) -> Path | None:
+    """--config's file, or the packaged file of --preset (harness/presets/<name>.yaml)."""
+    if args.preset is None:
+        return args.config
+    if args.config is not None:
+        raise UserError("--preset is a built-in --config; pass one of them")
+    from importlib import resources
+
+    presets = sorted(p.name.removesuffix(".yaml") for p in resources.files("harness.presets").iterdir() if p.name.endswith(".yaml"))
+    if args.preset not in presets:
+        raise UserError(f"unknown preset {args.preset!r}; known presets: {', '.join(presets)}")
+    return Path(str(resources.files("harness.presets") / f"{args.preset}.yaml"))
 
 
 def cmd_loss(args) -> int:
@@ -249,7 +305,7 @@ def cmd_prompt(args) -> int:
     (selection,) = registry.resolve([args.task])
     opts = registry.BuildOptions(
         data_dir=args.data_dir, num_fewshot=args.num_fewshot, prompt_type=args.prompt_type,
-        bigbench_mode=args.bigbench_mode, limit=args.index + 1,
+        bigbench_mode=args.bigbench_mode, limit=args.index + 1, task_files=tuple(args.task_files),
     )
     (built,) = build_task_rows([selection], opts)
     if len(built.rows) != 1:
@@ -263,8 +319,10 @@ def cmd_prompt(args) -> int:
     sys.stdout.write("\n")
     print("-" * 40, file=sys.stderr)
     info = {"task": item.task, "doc_id": item.doc_id}
-    if item.is_multiple_choice:
+    if item.choices:  # multiple choice, or one continuation (gold null)
         info.update(choices=list(item.choices), gold=item.gold)
+        if item.contexts:  # stdout showed them joined; here each one exactly
+            info.update(contexts=list(item.contexts))
     else:
         info.update(targets=list(item.targets), stop=list(item.stop), max_new_tokens=item.max_new_tokens)
     print(json.dumps(info, ensure_ascii=False), file=sys.stderr)
@@ -294,9 +352,40 @@ def cmd_report(args) -> int:
     return report.run(args)
 
 
+def cmd_compare(args) -> int:
+    from harness import compare
+
+    return compare.run(args)
+
+
+def cmd_train_tiny(args) -> int:
+    from harness.demo import DEFAULT_OUT, FULL, QUICK, QUICK_OUT
+    from harness.tiny_suite import train_suite
+
+    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT) / "suite"
+    manifest = train_suite(QUICK if args.quick else FULL, out, log=lambda message: print(message, file=sys.stderr))
+    for size in manifest["sizes"]:
+        print(f"{size['name']}: {size['params_non_embedding']:,} non-embedding parameters, checkpoints at steps "
+              f"{', '.join(map(str, size['checkpoint_steps']))}, final training loss {size['final_train_loss']}")
+    print(f"suite: {out}  (runs/<size>/checkpoint-N, loss_corpus.jsonl, data/bigbench/benchmark_tasks/)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from harness.demo import DEFAULT_OUT, QUICK_OUT, run_demo
+
+    result = run_demo(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT), quick=args.quick,
+                      log=lambda message: print(message, file=sys.stderr))
+    print("\n".join(result.summary))
+    timings = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.seconds.items())
+    print(f"report: {result.report}  (held-out loss beside the trainer's: {result.losses}; {timings})")
+    return 0
+
+
 COMMANDS = {
     "eval": cmd_eval, "sweep": cmd_sweep, "loss": cmd_loss, "tasks": cmd_tasks, "prompt": cmd_prompt,
-    "table": cmd_table, "import-lm-eval": cmd_import_lm_eval, "report": cmd_report,
+    "table": cmd_table, "import-lm-eval": cmd_import_lm_eval, "report": cmd_report, "compare": cmd_compare,
+    "train-tiny": cmd_train_tiny, "demo": cmd_demo,
 }
 
 

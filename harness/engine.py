@@ -10,6 +10,10 @@ and with ``prefix_cache`` (the default) token prefixes shared by several request
 header, a question scored once per choice) are forwarded once and their KV cache reused under
 each request's own tokens (``harness.prefix_cache``).  ``prefix_cache=False`` is the plain path,
 one forward per distinct window, kept as the reference the shared path must agree with.
+
+A generation request may also ask for the log-likelihood of continuations (``score``: the gold
+answer of a generative item).  On the shared path they are scored on the prompt's own KV cache,
+right after the prompt is prefilled for decoding: only the continuation's tokens are forwarded.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from harness.prefix_cache import (
     Branch,
     CachedPrefix,
     cached_prefix,
+    fork_cache,
     plan_shared_prefixes,
     stack_prefixes,
     supports_prefix_cache,
 )
-from harness.requests import GenerationRequest, LoglikelihoodRequest, LoglikelihoodResult
+from harness.requests import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
 from harness.token_accounting import count_forwarded_tokens
 
 _SLICEABLE_CACHE_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")
@@ -106,6 +111,10 @@ class Engine:
             ids = self._encode_cache[text] = tuple(self._encode_uncached(text))
         return list(ids)  # a copy: callers may change theirs, never the cached one
 
+    def tokenize(self, text: str) -> list[int]:
+        """The model's tokens of ``text`` alone, no special tokens (what token edit distances count)."""
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
     def _encode_uncached(self, text: str) -> list[int]:
         # A prompt that already begins with the BOS string must not get a second BOS.
         if self._prefix_string and text.startswith(self._prefix_string):
@@ -158,33 +167,9 @@ class Engine:
                     f"{self.max_length} tokens; shorten it or raise the max length"
                 )
         self.tokens_naive += sum(len(self._window(row)) for row in rows if row.continuation)
-        copies = Counter(rows)  # identical token sequences are scored once and fanned out
-        # Requests that feed the model the same tokens share one forward, each reading its own
-        # trailing positions: lm-eval's one-token-continuation cache (all choices of a
-        # single-token multiple-choice item), generalised to any continuation length.
-        windows: dict[tuple[int, ...], list[_ScoringRow]] = {}
-        for row in sorted(copies, key=lambda r: (-len(r.tokens), r.tokens)):  # lm-eval's Collator order
-            if row.continuation:  # an empty one needs no forward: log 1 = 0
-                windows.setdefault(self._window(row), []).append(row)
-        segments = [
-            _Segment(window, None, tuple(members), sum(copies[row] for row in members))
-            for window, members in windows.items()
-        ]
-        scored: list[tuple[_Segment, tuple[torch.Tensor, torch.Tensor]]] = []
-        with count_forwarded_tokens(self.model) as counter, self._progress(len(requests), desc) as bar:
-
-            def done(batch: Sequence[_Segment], outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-                scored.extend(zip(batch, outputs))
-                bar.update(sum(segment.copies for segment in batch))
-
-            if self._shares_prefixes:
-                # A shared prefix stops before a window's first continuation predictor.
-                reads_from = [len(s.tokens) - max(len(row.continuation) for row in s.reads) for s in segments]
-                self._run_shared(segments, reads_from, self._score_segments, done, self._scoring_footprint)
-            else:
-                self._run_batches(segments, self._score_segments, footprint=self._scoring_footprint, done=done)
-        self.tokens_forwarded += counter.count
-        by_row = _scores_by_row(scored)
+        with self._progress(len(requests), desc) as bar:
+            # identical token sequences are scored once and fanned out
+            by_row = self._score_rows(Counter(rows), bar.update)
         results = []
         for request, row in zip(requests, rows):
             logprob, is_greedy = by_row.get(row, (0.0, True))
@@ -197,6 +182,38 @@ class Engine:
                 )
             )
         return results
+
+    def _score_rows(
+        self, copies: Counter[_ScoringRow], advance: Callable[[int], Any]
+    ) -> dict[_ScoringRow, tuple[float, bool]]:
+        """Summed log-probability and greediness of each distinct row (``copies``: requests per row);
+        ``advance(n)`` follows each batch with the requests it answered."""
+        # Requests that feed the model the same tokens share one forward, each reading its own
+        # trailing positions: lm-eval's one-token-continuation cache (all choices of a
+        # single-token multiple-choice item), generalised to any continuation length.
+        windows: dict[tuple[int, ...], list[_ScoringRow]] = {}
+        for row in sorted(copies, key=lambda r: (-len(r.tokens), r.tokens)):  # lm-eval's Collator order
+            if row.continuation:  # an empty one needs no forward: log 1 = 0
+                windows.setdefault(self._window(row), []).append(row)
+        segments = [
+            _Segment(window, None, tuple(members), sum(copies[row] for row in members))
+            for window, members in windows.items()
+        ]
+        scored: list[tuple[_Segment, tuple[torch.Tensor, torch.Tensor]]] = []
+        with count_forwarded_tokens(self.model) as counter:
+
+            def done(batch: Sequence[_Segment], outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+                scored.extend(zip(batch, outputs))
+                advance(sum(segment.copies for segment in batch))
+
+            if self._shares_prefixes:
+                # A shared prefix stops before a window's first continuation predictor.
+                reads_from = [len(s.tokens) - max(len(row.continuation) for row in s.reads) for s in segments]
+                self._run_shared(segments, reads_from, self._score_segments, done, self._scoring_footprint)
+            else:
+                self._run_batches(segments, self._score_segments, footprint=self._scoring_footprint, done=done)
+        self.tokens_forwarded += counter.count
+        return _scores_by_row(scored)
 
     def _window(self, row: _ScoringRow) -> tuple[int, ...]:
         # lm-eval's model input: drop the last token (it predicts nothing we score), keep the last max_length.
@@ -253,14 +270,20 @@ class Engine:
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest], desc: str = "generate") -> list[str]:
         """Greedy continuation of each context, cut before its first stop string, in request order."""
+        return [result.text for result in self.generate_scored(requests, desc)]
+
+    @torch.inference_mode()
+    def generate_scored(self, requests: Sequence[GenerationRequest], desc: str = "generate") -> list[GenerationResult]:
+        """``generate``, plus the log-likelihood of each request's ``score`` continuations given its
+        prompt (the prompt tokens the generation saw, so a prompt cut to fit is cut for both)."""
         copies = Counter(requests)  # identical requests are decoded once and fanned out
         rows = {request: self._decode_row(request) for request in copies}
         order = sorted(copies, key=lambda r: (-len(rows[r].context), r.context))  # lm-eval's order
         segments = [_Segment(rows[r].context, None, (rows[r],), copies[r]) for r in order if rows[r].max_new_tokens > 0]
-        decoded: dict[_DecodeRow, tuple[str, int]] = {}
+        decoded: dict[_DecodeRow, _Decoded] = {}
         with count_forwarded_tokens(self.model) as counter, self._progress(len(requests), desc) as bar:
 
-            def done(batch: Sequence[_Segment], outputs: list[tuple[str, int]]) -> None:
+            def done(batch: Sequence[_Segment], outputs: list[_Decoded]) -> None:
                 decoded.update((segment.reads[0], output) for segment, output in zip(batch, outputs))
                 bar.update(sum(segment.copies for segment in batch))
 
@@ -271,14 +294,33 @@ class Engine:
             else:
                 self._run_batches(segments, self._generate_segments, footprint=self._generation_footprint, done=done)
         self.tokens_forwarded += counter.count
-        texts = []
+        # Continuations decoding did not score (the model's cache cannot be forked, the window would
+        # overflow, nothing to generate): a forward of their own over prompt + continuation.
+        rest: Counter[_ScoringRow] = Counter()
+        for request, count in copies.items():
+            row = rows[request]
+            on_cache = decoded[row].scores if row in decoded else (None,) * len(row.score)
+            for continuation, score in zip(row.score, on_cache):
+                if continuation and score is None:
+                    rest[_ScoringRow(row.context, continuation)] += count
+        by_row = self._score_rows(rest, lambda n: None) if rest else {}
+        results = []
         for request in requests:
             row = rows[request]
-            text, generated = decoded.get(row, ("", 0))
+            text, generated, on_cache = decoded.get(row, _Decoded("", 0, (None,) * len(row.score)))
             # naive: this request alone, prompt then each new token but the last (nothing reads its successor)
             self.tokens_naive += (len(row.context) + generated - 1) if generated else 0
-            texts.append(text)
-        return texts
+            scores = []
+            for continuation, string, score in zip(row.score, request.score, on_cache):
+                if not continuation:
+                    score = (0.0, True)  # log 1: nothing to predict
+                elif score is None:
+                    score = by_row[_ScoringRow(row.context, continuation)]
+                # naive: a log-likelihood request of its own, prompt and continuation forwarded together
+                self.tokens_naive += len(self._window(_ScoringRow(row.context, continuation))) if continuation else 0
+                scores.append(LoglikelihoodResult(score[0], len(continuation), len(string.encode("utf-8")), score[1]))
+            results.append(GenerationResult(text, tuple(scores)))
+        return results
 
     def _decode_row(self, request: GenerationRequest) -> _DecodeRow:
         max_context = self.max_length - request.max_new_tokens
@@ -294,21 +336,55 @@ class Engine:
         context = self.encode(request.context)[-max_context:]
         if not context:  # an empty prompt without BOS: the model needs one token to start from
             context = [self._prefix_token_id if self._prefix_token_id is not None else self._pad_id]
-        return _DecodeRow(tuple(context), request.max_new_tokens, stops)
+        score = tuple(tuple(self._continuation_tokens(request.context, c)) for c in request.score)
+        for continuation in score:
+            if len(continuation) > self.max_length:
+                raise UserError(
+                    f"a scored continuation of {len(continuation)} tokens does not fit the model window of "
+                    f"{self.max_length} tokens; shorten it or raise the max length"
+                )
+        return _DecodeRow(tuple(context), request.max_new_tokens, stops, score)
+
+    def _continuation_tokens(self, context: str, continuation: str) -> list[int]:
+        """The tokens that, appended to the generation prompt ``encode(context)``, spell ``continuation``.
+
+        Unlike ``_encode_pair`` the context keeps its trailing whitespace: the generation was prompted
+        with it, so the answer's probability must be conditioned on it too.  Where the whole text
+        tokenizes with the prompt's tokens as a prefix, merges across the boundary are kept as the
+        model would see them; otherwise (the prompt ends in a space the answer's first token would
+        absorb) the continuation is tokenized on its own.
+        """
+        context_enc = self.encode(context) if context else []
+        if context_enc:
+            whole = self.encode(context + continuation)
+            if whole[: len(context_enc)] == context_enc:
+                return whole[len(context_enc) :]
+        return self.tokenizer.encode(continuation, add_special_tokens=False)
 
     def _generation_footprint(self, segment: _Segment) -> tuple[int, int, bool]:
         prefix = segment.prefix.width if segment.prefix is not None else 0
-        return prefix + len(segment.tokens) + segment.reads[0].max_new_tokens, 1, True
+        row = segment.reads[0]
+        longest = max((len(c) for c in row.score), default=0)
+        # scored continuations read logits at each of their tokens, on top of the prompt's cache
+        logit_positions = max(1, sum(len(c) for c in row.score))
+        return prefix + len(segment.tokens) + max(row.max_new_tokens, longest), logit_positions, True
 
-    def _generate_segments(self, segments: Sequence[_Segment]) -> list[tuple[str, int]]:
+    def _generate_segments(self, segments: Sequence[_Segment]) -> list[_Decoded]:
         """Greedy decode of a batch of prompts (each the rest of its request's context on top of its
-        cached prefix); per prompt, its text cut at the stops and how many tokens were generated."""
+        cached prefix); per prompt, its text cut at the stops, how many tokens were generated and
+        the scores of its continuations read on the prompt's cache (None: not scored there)."""
         rows = [segment.reads[0] for segment in segments]
-        generated = self._greedy_decode(segments)
-        return [(self._cut_at_stops(ids, row.stops), len(ids)) for ids, row in zip(generated, rows)]
+        generated, scores = self._greedy_decode(segments)
+        return [
+            _Decoded(self._cut_at_stops(ids, row.stops), len(ids), score)
+            for ids, row, score in zip(generated, rows, scores)
+        ]
 
-    def _greedy_decode(self, segments: Sequence[_Segment]) -> list[list[int]]:
-        """Greedy decode with a KV cache over left-padded prompts; the new token ids of each row.
+    def _greedy_decode(
+        self, segments: Sequence[_Segment]
+    ) -> tuple[list[list[int]], list[tuple[tuple[float, bool] | None, ...]]]:
+        """Greedy decode with a KV cache over left-padded prompts; the new token ids of each row,
+        and the scores of each row's continuations taken on the prompt's cache after the prefill.
 
         ``live`` lists the rows still in the model's batch; a row leaves it as soon as it hits a
         stop (when the cache can be sliced), so finished rows stop costing compute.
@@ -321,10 +397,13 @@ class Engine:
         input_ids, attention_mask, positions, cache = self._segment_batch(segments, left_pad=True)
         live = list(range(len(rows)))
         done = [False] * len(rows)
+        scores: list[tuple[tuple[float, bool] | None, ...]] | None = None
         while True:
             kwargs = self._model_kwargs(positions, cache, self._logits_to_keep(1), use_cache=True)
             output = self._forward(input_ids, attention_mask, **kwargs)
             cache = output.past_key_values
+            if scores is None:  # the prefill: every row's prompt is in the cache, nothing generated yet
+                scores = self._score_on_prompt_cache(rows, output.logits[:, -1, :], cache, attention_mask, positions)
             # Argmax of float32 logits, as transformers' greedy search takes it.  The host needs the
             # tokens anyway, to match stop strings on decoded text.
             next_tokens = output.logits[:, -1, :].float().argmax(-1).tolist()
@@ -334,7 +413,7 @@ class Engine:
                     done[i] = self._finished(generated[i], rows[i])
             keep = [b for b, i in enumerate(live) if not done[i]]
             if not keep:
-                return generated
+                return generated, scores
             index = self._upload(torch.tensor(keep)) if len(keep) < len(live) else None
             if index is not None and _select_cache_rows(cache, index):
                 live = [live[b] for b in keep]
@@ -343,6 +422,84 @@ class Engine:
             input_ids = self._upload(torch.tensor(next_tokens, dtype=torch.long)[:, None])
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(live), 1))], dim=1)
             positions = positions[:, -1:] + 1
+
+    def _score_on_prompt_cache(
+        self,
+        rows: Sequence[_DecodeRow],
+        last_logits: torch.Tensor,
+        cache: Any,
+        attention_mask: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> list[tuple[tuple[float, bool] | None, ...]]:
+        """(log-probability, is greedy) of each row's continuations given its prompt, read from the
+        prefill's last logits (the first token) and one forward of the continuations on a fork of
+        the prompt cache (the rest); None for a continuation left to a forward of its own.
+
+        Continuations of one row that are token prefixes of another (a target and the same target
+        without its final answer) are read from the longer one's forward.
+        """
+        scores: list[list[tuple[float, bool] | None]] = [[None] * len(row.score) for row in rows]
+        if not self._shares_prefixes or cache is None or not any(row.score for row in rows):
+            return [tuple(s) for s in scores]
+        # (row, continuation index, tokens), only where prompt + continuation fit the model window
+        entries = [
+            (b, j, c)
+            for b, row in enumerate(rows)
+            for j, c in enumerate(row.score)
+            if c and len(row.context) + len(c) - 1 <= self.max_length
+        ]
+        if not entries:
+            return [tuple(s) for s in scores]
+        first_targets = self._upload(torch.tensor([c[0] for _, _, c in entries]))
+        first = torch.log_softmax(last_logits[self._upload(torch.tensor([b for b, _, _ in entries]))].float(), dim=-1)
+        first_logprob = first.gather(-1, first_targets[:, None]).squeeze(-1).tolist()
+        first_greedy = (first.argmax(-1) == first_targets).tolist()
+
+        # The longest continuation of a row is forwarded; a shorter one that is its prefix reads it.
+        forwards: list[tuple[int, tuple[int, ...]]] = []
+        host: dict[int, int] = {}  # entry -> its forward
+        for e in sorted(range(len(entries)), key=lambda e: (entries[e][0], -len(entries[e][2]))):
+            b, _, c = entries[e]
+            found = next((f for f, (fb, t) in enumerate(forwards) if fb == b and t[: len(c)] == c), None)
+            if found is None:
+                found = len(forwards)
+                forwards.append((b, c))
+            host[e] = found
+        needed = [f for f, (_, t) in enumerate(forwards) if len(t) > 1]
+        cumulative: dict[int, tuple[list[float], list[int]]] = {}
+        if needed:
+            width = max(len(forwards[f][1]) - 1 for f in needed)
+            input_ids = torch.full((len(needed), width), self._pad_id, dtype=torch.long)
+            new_mask = torch.zeros((len(needed), width), dtype=torch.long)
+            targets = torch.zeros((len(needed), width), dtype=torch.long)
+            for k, f in enumerate(needed):
+                tokens = forwards[f][1]
+                input_ids[k, : len(tokens) - 1] = torch.tensor(tokens[:-1])
+                new_mask[k, : len(tokens) - 1] = 1
+                targets[k, : len(tokens) - 1] = torch.tensor(tokens[1:])
+            batch_rows = [forwards[f][0] for f in needed]
+            index = self._upload(torch.tensor(batch_rows))
+            fork = fork_cache(cache, index, self.model.config, same_rows=batch_rows == list(range(len(rows))))
+            input_ids, new_mask, targets = (self._upload(t) for t in (input_ids, new_mask, targets))
+            mask = torch.cat([attention_mask[index], new_mask.to(attention_mask.dtype)], dim=1)
+            steps = positions[index, -1:] + 1 + torch.arange(width, device=positions.device)[None, :]
+            kwargs = self._model_kwargs(steps, fork, self._logits_to_keep(width))
+            logits = self._forward(input_ids, mask, **kwargs).logits[:, -width:]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)  # float32 whatever the model dtype
+            token_logprobs = logprobs.gather(-1, targets[:, :, None]).squeeze(-1)
+            misses = (logprobs.argmax(-1) != targets).long()
+            # running sums: a continuation of n tokens reads its host's (n - 1)-th entry
+            sums = token_logprobs.double().cumsum(-1).tolist()
+            missed = misses.cumsum(-1).tolist()
+            cumulative = {f: (sums[k], missed[k]) for k, f in enumerate(needed)}
+        for e, (b, j, c) in enumerate(entries):
+            logprob, greedy = first_logprob[e], bool(first_greedy[e])
+            if len(c) > 1:
+                sums, missed = cumulative[host[e]]
+                logprob += sums[len(c) - 2]
+                greedy = greedy and missed[len(c) - 2] == 0
+            scores[b][j] = (float(logprob), greedy)
+        return [tuple(s) for s in scores]
 
     def _finished(self, ids: list[int], row: _DecodeRow) -> bool:
         if len(ids) >= row.max_new_tokens or ids[-1] in self._stop_token_ids:
@@ -520,11 +677,26 @@ class _ScoringRow:
 
 @dataclass(frozen=True)
 class _DecodeRow:
-    """A generation request in tokens, with lm-eval's stop list (EOS string added)."""
+    """A generation request in tokens, with lm-eval's stop list (EOS string added) and the tokens of
+    the continuations to score after its prompt."""
 
     context: tuple[int, ...]
     max_new_tokens: int
     stops: tuple[str, ...]
+    score: tuple[tuple[int, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """One decode row's output: its text cut at the stops, tokens generated, and per continuation
+    its (log-probability, is greedy) read on the prompt's cache (None: scored by a forward of its own)."""
+
+    text: str
+    generated: int
+    scores: tuple[tuple[float, bool] | None, ...]
+
+    def __iter__(self):
+        return iter((self.text, self.generated, self.scores))
 
 
 @dataclass(frozen=True, eq=False)

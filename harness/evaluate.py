@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, distributed, registry, scoring, store
+from harness import __version__, companions, distributed, registry, scoring, store
 from harness.checkpoints import parse_step
 from harness.registry import BuildOptions, TaskSelection
 from harness.requests import GenerationRequest, Item, LoglikelihoodRequest
@@ -42,6 +42,7 @@ class EvalConfig:
     loss_tokens: int = 1_000_000
     out: Path = Path("results")
     progress: bool = True
+    task_files: tuple[tuple[str, str], ...] = ()  # --task-file NAME=PATH|HUB_ID
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(
@@ -50,6 +51,7 @@ class EvalConfig:
             num_fewshot=self.num_fewshot,
             prompt_type=self.prompt_type,
             bigbench_mode=self.bigbench_mode,
+            task_files=self.task_files,
         )
 
 
@@ -75,13 +77,25 @@ def build_task_rows(selections: list[TaskSelection], opts: BuildOptions) -> list
 def score_items(engine, spec: registry.TaskSpec, items: list[Item]) -> list[dict[str, Any]]:
     """Per-item records of ``items`` (one task), in item order: one engine call per request kind, so
     batches span rows."""
-    mc = [item for item in items if item.is_multiple_choice]
-    gen = [item for item in items if not item.is_multiple_choice]
-    ll_requests = [LoglikelihoodRequest(item.context, choice) for item in mc for choice in item.choices]
+    # multiple-choice and single-continuation items alike are scored by log-likelihood
+    mc = [item for item in items if item.choices]
+    gen = [item for item in items if not item.choices]
+    ll_requests = [
+        LoglikelihoodRequest(context, choice)
+        for item in mc
+        for context, choice in zip(item.choice_contexts, item.choices)
+    ]
     ll_results = engine.loglikelihood(ll_requests, desc=f"{spec.name} loglikelihood") if ll_requests else []
     generations = (
-        engine.generate(
-            [GenerationRequest(item.context, item.stop, item.max_new_tokens) for item in gen],
+        # each with its gold continuation scored on the prompt's cache: the continuous companions
+        engine.generate_scored(
+            [
+                GenerationRequest(
+                    item.context, item.stop, item.max_new_tokens,
+                    score=companions.gold_continuation(spec, item).score_requests(),
+                )
+                for item in gen
+            ],
             desc=f"{spec.name} generate",
         )
         if gen
@@ -97,8 +111,10 @@ def score_items(engine, spec: registry.TaskSpec, items: list[Item]) -> list[dict
     return [
         scoring.score_multiple_choice(item, by_item[id(item)])
         if item.is_multiple_choice
+        else scoring.score_loglikelihood(item, by_item[id(item)][0])
+        if item.is_loglikelihood
         # an item's own metric list: BIG-bench rows decide theirs per subtask
-        else scoring.score_generation(spec, item, by_item[id(item)], scoring.row_metrics(spec, [item])[0])
+        else scoring.score_generation(spec, item, by_item[id(item)], scoring.row_metrics(spec, [item])[0], engine.tokenize)
         for item in items
     ]
 
@@ -132,10 +148,14 @@ def split_by_row(built: TaskRows, records: list[dict[str, Any]]) -> dict[str, li
 
 def _row_entry(spec, items: list[Item], metrics: dict, parent: str | None) -> dict[str, Any]:
     row, primary = scoring.row_metrics(spec, items)
+    # Where the exemplars came from, when a family draws them from somewhere other than fewshot_split
+    # (RACE: other articles of the evaluated split).
+    source = {"fewshot_source": items[0].meta["fewshot_source"]} if items and "fewshot_source" in items[0].meta else {}
     return {
+        **source,
         "task_family": spec.name,
         "parent": parent,
-        "output_type": "multiple_choice" if items and items[0].is_multiple_choice else "generate",
+        "output_type": items[0].output_type if items else "generate",
         "prompt_type": spec.prompt_type,
         "num_fewshot": spec.num_fewshot,
         "split": spec.split,

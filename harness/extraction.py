@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from collections.abc import Sequence
 
 INVALID_ANSWER = "[invalid]"  # lm-eval's RegexFilter fallback when nothing matches
@@ -155,3 +156,20 @@ def bigbench_numeric_match(response: str, targets: Sequence[str], rel_error: flo
         return False
     denominator = abs(target_value) if target_value != 0 else 1.0
     return abs(value - target_value) / denominator <= rel_error
+
+
+# TriviaQA follows lm-eval 0.4.13's triviaqa (tasks/triviaqa/default.yaml): the remove_whitespace
+# filter strips the response, then exact_match (ignore_case, ignore_punctuation) against each alias.
+_PUNCTUATION_TABLE = str.maketrans("", "", string.punctuation)
+
+
+def triviaqa_normalise(text: str) -> str:
+    """lm-eval's exact_match with ignore_case and ignore_punctuation: lower-case, then delete every
+    ASCII punctuation character (inner and surrounding spaces are kept, as lm-eval keeps them)."""
+    return text.lower().translate(_PUNCTUATION_TABLE)
+
+
+def triviaqa_exact_match(response: str, aliases: Sequence[str]) -> bool:
+    """The stripped response equals any alias once both are normalised (lm-eval counts a hit on any)."""
+    answer = triviaqa_normalise(response.strip())
+    return any(answer == triviaqa_normalise(alias) for alias in aliases)

@@ -30,8 +30,10 @@ MULTIPLE_CHOICE_METRICS = ("acc", "correct_choice_prob", "brier_score")
 X_LABELS = {
     "loss": "pre-training loss (nats/token)",
     "compute": "training compute 6·N·D (FLOPs)",
+    "params": "non-embedding parameters",
     "step": "training step",
 }
+LOG_X = ("compute", "params")  # axes drawn on a log scale whenever every value is positive
 BASELINE_STYLE = {"color": "0.35", "linestyle": "--", "linewidth": 1.2}
 PLATEAU_STYLE = {"color": "0.35", "linestyle": ":", "linewidth": 1.2}
 
@@ -55,6 +57,9 @@ def series_colours(series: Sequence[str]) -> dict[str, tuple]:
 def _scale_x(ax, x: str, values: np.ndarray) -> None:
     if x == "loss":
         ax.invert_xaxis()  # training runs left to right: high loss on the left
+        return
+    if x in LOG_X and len(values) and (values > 0).all():
+        ax.set_xscale("log")
         return
     positive = values[values > 0]
     if len(positive) and positive.max() / positive.min() > 100:
@@ -176,4 +181,69 @@ def multiple_choice_figure(points: pd.DataFrame, task: str, x: str, stem: Path, 
         ax.set_title(metric, fontsize=10)
     fig.suptitle(f"{task}: accuracy and its continuous companions against {X_LABELS[x].split(' (')[0]}", fontsize=12)
     _legend(fig, series_order, colours, labels, set(), baseline)
+    return _save(fig, stem)
+
+
+def companions_figure(
+    points: pd.DataFrame, task: str, metrics: Sequence[str], x: str, stem: Path, series_order: Sequence[str],
+    y_scale: str = "linear",
+) -> list[Path]:
+    """A generative task's exact match and its continuous companions side by side, against ``x``.
+
+    ``y_scale`` "log" draws a panel on a log scale when all its values are positive (edit
+    distances); log-probabilities are negative and stay linear.
+    """
+    rows, cols = grid_shape(len(metrics))
+    fig = Figure(figsize=figure_inches(rows, cols), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    colours, labels, baseline = series_colours(series_order), {}, False
+    for ax, metric in zip(axes.flat, metrics):
+        panel = points[(points["task"] == task) & (points["metric"] == metric)]
+        _draw_panel(ax, panel, x, colours, labels)
+        baseline |= bool(pd.to_numeric(panel["random_baseline"], errors="coerce").notna().any())
+        values = pd.to_numeric(panel["value"], errors="coerce").dropna()
+        if y_scale == "log" and len(values) and (values > 0).all():
+            ax.set_yscale("log")
+        higher = bool(panel["higher_is_better"].iloc[0]) if len(panel) else True
+        ax.set_ylabel(_metric_label(metric, higher))
+        ax.set_title(metric, fontsize=10)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{task}: exact match and its continuous companions against {X_LABELS[x].split(' (')[0]}", fontsize=12)
+    _legend(fig, series_order, colours, labels, set(), baseline)
+    return _save(fig, stem)
+
+
+FITTED_STYLE = {"marker": "o", "color": "tab:blue", "linestyle": "none", "markersize": 5}
+HELD_OUT_STYLE = {"marker": "o", "markerfacecolor": "white", "color": "tab:blue", "linestyle": "none", "markersize": 5}
+
+
+def prediction_figure(points: pd.DataFrame, task: str, metric: str, cut: float | None,
+                      departure_interval: tuple[float | None, float | None], stem: Path) -> list[Path]:
+    """The prediction test of one task against loss: measured exact match at the fitted (filled) and
+    held-out (hollow) checkpoints, the surrogate's prediction and the naive baseline, the cut, and
+    the measured departure's interval."""
+    fig = Figure(figsize=figure_inches(1, 2), dpi=DPI, layout="constrained")  # wide: room for a 6-entry legend
+    ax = fig.subplots()
+    points = points.sort_values("loss")
+    fitted = points[points["role"] == "fitted"]
+    held = points[points["role"] != "fitted"]
+    ax.plot(fitted["loss"], fitted["measured"], label="measured, fitted", **FITTED_STYLE)
+    ax.plot(held["loss"], held["measured"], label="measured, held out", **HELD_OUT_STYLE)
+    if "surrogate" in points.columns:
+        ax.plot(points["loss"], points["surrogate"], color="tab:orange", linewidth=1.5, label="predicted: mean exp(target_logprob)")
+        ax.plot(points["loss"], points["baseline"], color="0.35", linestyle="--", linewidth=1.2,
+                label="naive: exact match linear in loss")
+    if cut is not None:
+        ax.axvline(cut, color="tab:red", linewidth=1.0, label="cut")
+    low, high = departure_interval
+    if low is not None and high is not None:
+        ax.axvspan(low, high, color="tab:red", alpha=0.12, linewidth=0, label="measured departure, 90% interval")
+    ax.invert_xaxis()
+    ax.set_xlabel(X_LABELS["loss"])
+    ax.set_ylabel(metric)
+    ax.set_title(task, fontsize=10)
+    ax.grid(alpha=0.25)
+    fig.suptitle("Prediction test", fontsize=12)
+    fig.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=7)
     return _save(fig, stem)

@@ -32,7 +32,25 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "exact_match_numeric": True,
     "numeric_match": True,
     "bleu": True,
+    "perplexity": False,
+    # continuous companions of a generative item's exact match (harness.companions)
+    "target_logprob": True,
+    "target_logprob_per_token": True,
+    "final_answer_logprob": True,
+    "token_edit_distance": False,
+    "char_edit_distance": False,
+    # BIG-bench's rouge, where a task.json lists it
+    "rouge1": True,
+    "rouge2": True,
+    "rougeLsum": True,
 }
+
+# BIG-bench's "rouge" (t5.evaluation.metrics.rouge): F-measures x 100
+ROUGE_METRICS = ("rouge1", "rouge2", "rougeLsum")
+
+# What a row of single-continuation items (LAMBADA) can report: ``acc`` (the continuation is the
+# greedy one) and ``perplexity`` of the continuations, as lm-evaluation-harness 0.4.13 defines them.
+LOGLIKELIHOOD_METRICS = ("acc", "perplexity")
 
 _CHOICE_METRICS = ("acc", "acc_norm", "acc_bytes", "acc_macro", "correct_choice_prob")
 _GENERATION_METRICS = (
@@ -42,6 +60,7 @@ _GENERATION_METRICS = (
     "exact_match_numeric",
     "numeric_match",
     "bleu",
+    *ROUGE_METRICS,
 )
 
 
@@ -210,6 +229,27 @@ def aggregate_bleu(
     return Aggregate(value=value, stderr=_sample_std(resampled_scores), n=n)
 
 
+def rouge_scores(response: str, targets: Sequence[str]) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-Lsum F-measures (0-100) of one response against its best target.
+
+    As t5.evaluation.metrics.rouge, which BIG-bench calls: rouge_score's scorer without stemming,
+    " . " turned into a sentence break for rougeLsum; with several targets, each score is the
+    maximum over them (BIG-bench's rouge_fn).  The row value is the mean over items.
+    """
+    from rouge_score import rouge_scorer  # an lm-eval dependency; imported here, as only rouge tasks need it
+
+    if not targets:
+        raise ValueError("rouge needs at least one target")
+    scorer = rouge_scorer.RougeScorer(rouge_types=list(ROUGE_METRICS))
+    prepare = lambda text: text.replace(" . ", " .\n")  # noqa: E731
+    best = {name: 0.0 for name in ROUGE_METRICS}
+    for target in targets:
+        scores = scorer.score(target=prepare(target), prediction=prepare(response))
+        for name in ROUGE_METRICS:
+            best[name] = max(best[name], 100.0 * scores[name].fmeasure)
+    return best
+
+
 def random_baseline(metric: str, num_choices: Sequence[int]) -> float | None:
     """Expected score of uniform guessing; None for a metric we emit no baseline for.
 
@@ -229,6 +269,30 @@ def random_baseline(metric: str, num_choices: Sequence[int]) -> float | None:
     if metric == "brier_score":
         return math.fsum((c - 1) / c for c in num_choices) / len(num_choices)
     return math.fsum(1 / c for c in num_choices) / len(num_choices)
+
+
+def loglikelihood_random_baseline(metric: str) -> float | None:
+    """Chance level of a single-continuation metric: a guessing model almost never (≈ 1/vocabulary
+    per token) makes the target its greedy continuation, so ``acc`` is 0; the perplexity of a
+    guess depends on the tokenizer, so it has none."""
+    if metric not in LOGLIKELIHOOD_METRICS:
+        raise ValueError(f"{metric!r} is not a single-continuation metric ({', '.join(LOGLIKELIHOOD_METRICS)})")
+    return 0.0 if metric == "acc" else None
+
+
+def aggregate_perplexity(logprobs: Sequence[float]) -> Aggregate:
+    """exp(−mean log-likelihood) over items (lm-eval's ``perplexity`` aggregation: each item's
+    summed continuation log-likelihood counts once, whatever its number of tokens).
+
+    lm-eval bootstraps its stderr; ours is the delta method's exp(−m)·se(m), with se(m) the
+    ``aggregate_mean`` stderr of the log-likelihoods: deterministic, and the same for large n.
+    """
+    mean = aggregate_mean(logprobs)
+    try:
+        value = math.exp(-mean.value)
+    except OverflowError:  # a mean below −709 nats (an untrained model): beyond float range
+        value = math.inf
+    return Aggregate(value=value, stderr=None if mean.stderr is None else value * mean.stderr, n=mean.n)
 
 
 def macro_mean(values_by_group: Mapping[str, float]) -> float:

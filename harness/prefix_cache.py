@@ -191,3 +191,22 @@ def cached_prefix(cache: Any, attention_mask: torch.Tensor, row: int, length: in
         mask=attention_mask[row],
         length=length,
     )
+
+
+def fork_cache(cache: Any, rows: torch.Tensor, config: Any, *, same_rows: bool = False) -> Any:
+    """A new ``DynamicCache`` holding rows ``rows`` of a batch's ``cache`` (repeats allowed), for a
+    forward that must not change ``cache`` itself: a generation scores its gold continuation on the
+    prompt's cache, then goes on decoding from the unchanged original.
+
+    A forward appends to a ``DynamicLayer`` by concatenation into new tensors, so when the fork
+    keeps every row in order (``same_rows``) it shares the original's tensors without copying.
+    """
+    from transformers import DynamicCache
+
+    fork = DynamicCache(config=config)
+    for layer, source in zip(fork.layers, cache.layers):
+        keys = source.keys if same_rows else source.keys.index_select(0, rows)
+        values = source.values if same_rows else source.values.index_select(0, rows)
+        layer.update(keys[:, :, :0], values[:, :, :0])  # sets the layer's dtype and device, whatever the version
+        layer.keys, layer.values = keys, values
+    return fork

@@ -48,6 +48,8 @@ class BuildOptions:
     prompt_type: str | None = None  # override of the spec's prompt type
     bigbench_mode: str = "auto"  # "auto" | "gen" | "mc"
     hub_revision: str | None = None  # dataset revision on the hub
+    # (task name, local .jsonl path or hub id) for tasks with no bundled copy (clozet, gsm8k_zh): --task-file
+    task_files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ def with_overrides(spec: TaskSpec, opts: BuildOptions) -> TaskSpec:
         changes["num_fewshot"] = opts.num_fewshot
         if opts.num_fewshot == 0 and spec.prompt_type == "fewshot":
             changes["prompt_type"] = "zeroshot"
+        elif opts.num_fewshot > 0 and spec.prompt_type == "zeroshot":
+            changes["prompt_type"] = "fewshot"  # e.g. race --num-fewshot 3: the record says what ran
     if opts.prompt_type is not None:
         changes["prompt_type"] = opts.prompt_type
         if opts.prompt_type == "zeroshot":

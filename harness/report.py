@@ -8,6 +8,7 @@ pooled threshold and one per model size, their agreement ─► report.md, index
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import re
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import figures
+from harness import figures, prediction
+from harness.companions import COMPANION_METRICS
 from harness.correlations import Correlation, loss_correlation
 from harness.errors import UserError
 from harness.table import markdown_table, results_table
@@ -31,6 +33,7 @@ from harness.thresholds import (
 POOLED = "all sizes"
 # A folder that is only a checkpoint name (HF Trainer, Pythia, DeepSpeed, Megatron), nothing else in it
 CHECKPOINT_FOLDER = re.compile(r"^(?:step[-_]?|checkpoint[-_]|global_step|iter_)\d+$", re.IGNORECASE)
+AXES = ("loss", "compute", "params", "step")
 POINT_COLUMNS = ["task", "parent", "metric", "series", "series_label", "model", "revision", "step", "params_non_embedding",
                  "loss", "compute", "value", "stderr", "n", "random_baseline", "higher_is_better"]
 
@@ -56,6 +59,10 @@ class Report:
     has_loss: bool
     has_compute: bool
     notes: tuple[str, ...]
+    generative: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # task -> exact match + companions
+    predictions: tuple[prediction.PredictionTest, ...] = ()
+    x: str = "loss"  # axis of the companion figures
+    y_scale: str = "linear"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,15 +73,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tasks to report, e.g. mmlu gsm8k mmlu:anatomy (default: every top-level task)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the interval of η")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (the report is reproducible)")
+    parser.add_argument("--x", choices=AXES, default="loss",
+                        help="axis of the generative tasks' companion figures: loss, compute (log), params (log) or step")
+    parser.add_argument("--y", choices=("linear", "log"), default="linear",
+                        help="y scale of the companion figures (log applies to panels whose values are all positive)")
+    parser.add_argument("--cut", type=float, metavar="LOSS",
+                        help="loss that splits fitted from held-out checkpoints in the prediction test "
+                             "(default: each task's exact-match departure loss, else the median loss)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.bootstrap < 100:
         raise UserError(f"--bootstrap {args.bootstrap} is too few for a 90% interval; use 100 or more (default 1000)")
     report = build_report(results_table(args.results), source=str(args.results), tasks=args.tasks,
-                          metric=args.metric, resamples=args.bootstrap, seed=args.seed)
+                          metric=args.metric, resamples=args.bootstrap, seed=args.seed,
+                          items_root=Path(args.results), x=args.x, y_scale=args.y, cut=args.cut)
     written = write_report(report, Path(args.out))
     print(summary_markdown(report))
+    if report.predictions:
+        print()
+        print(markdown_table(prediction_frame(report)))
     for note in report.notes:
         print(f"note: {note}")
     print(f"report: {Path(args.out) / 'index.html'} ({len(written)} files)")
@@ -218,7 +236,12 @@ def analyse_task(points: pd.DataFrame, task: str, metric: str, series_order: tup
 
 
 def build_report(frame: pd.DataFrame, *, source: str = "", tasks: list[str] | None = None, metric: str | None = None,
-                 resamples: int = 1000, seed: int = 0) -> Report:
+                 resamples: int = 1000, seed: int = 0, items_root: Path | None = None, x: str = "loss",
+                 y_scale: str = "linear", cut: float | None = None) -> Report:
+    """The report's numbers.  ``items_root``: where the per-item records lie (the results folder), for
+    the prediction test of each generative task; ``x``/``y_scale``: the companion figures' axes."""
+    if x not in AXES:
+        raise UserError(f"unknown --x {x!r}; use one of {', '.join(AXES)}")
     points, order, notes = prepare_points(frame)
     notes_list = list(notes)
     analyses = []
@@ -235,8 +258,39 @@ def build_report(frame: pd.DataFrame, *, source: str = "", tasks: list[str] | No
         {"task": task, "metric": m, **vars(loss_correlation(rows["loss"], rows["value"]))}
         for (task, m), rows in points[points["task"].isin(reported)].groupby(["task", "metric"], sort=False)
     ]
-    return Report(source, points, order, tuple(analyses), pd.DataFrame(correlations),
-                  bool(points["loss"].notna().any()), bool(points["compute"].notna().any()), tuple(notes_list))
+    has_loss = bool(points["loss"].notna().any())
+    generative = generative_tasks(points, frame, [a.task for a in analyses])
+    x_column = "params_non_embedding" if x == "params" else x
+    if generative and not points[x_column].notna().any():
+        raise UserError(f"the results have no {x} for the --x axis; pick one they hold (loss, step, compute or params)")
+    predictions = []
+    if items_root is not None and has_loss:
+        for task, names in generative.items():
+            children = set(points.loc[points["parent"] == task, "task"]) | {task}
+            found = prediction.read_item_records(items_root, children, names[0])
+            if found.empty:
+                notes_list.append(f"{task}: no per-item records with target log-probabilities under {items_root}: "
+                                  "no prediction test")
+                continue
+            predictions.append(prediction.prediction_test(found, task, names[0], cut=cut, resamples=resamples, seed=seed))
+    return Report(source, points, order, tuple(analyses), pd.DataFrame(correlations), has_loss,
+                  bool(points["compute"].notna().any()), tuple(notes_list), generative, tuple(predictions), x, y_scale)
+
+
+def generative_tasks(points: pd.DataFrame, frame: pd.DataFrame, tasks: list[str]) -> dict[str, tuple[str, ...]]:
+    """Reported tasks with continuous companions: their exact-match metric first, then the companions
+    they hold, then BIG-bench's own secondary metrics (bleu, rouge)."""
+    out = {}
+    for task in tasks:
+        held = list(dict.fromkeys(points.loc[points["task"] == task, "metric"]))
+        if "target_logprob" not in held:
+            continue
+        exact = prediction.exact_match_metric(primary_metric(frame, task), set(held))
+        if exact is None:
+            continue
+        rest = [m for m in held if m in COMPANION_METRICS] + [m for m in held if m in ("bleu", "rouge1", "rouge2", "rougeLsum")]
+        out[task] = (exact, *rest)
+    return out
 
 
 # --- tables ----------------------------------------------------------------------------------------
@@ -313,6 +367,34 @@ def summary_markdown(report: Report) -> str:
     return markdown_table(summary_frame(report))
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return "" if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+
+
+def prediction_frame(report: Report) -> pd.DataFrame:
+    """The prediction test, two rows per task: the surrogate's link and the naive baseline."""
+    rows = []
+    for t in report.predictions:
+        common = {"task": t.task, "metric": t.metric, "cut (source)": f"{_num(t.cut)} ({t.cut_source})" if t.cut is not None else "",
+                  "fitted / held out": f"{t.fitted} / {t.held_out}",
+                  "measured departure [90% interval]": f"{_num(t.measured_departure) or 'none'} {_interval(t.departure_low, t.departure_high)}".strip()}
+        for method, mae, departure, inside in (
+            ("mean exp(target_logprob)", t.surrogate_mae, t.surrogate_departure, t.surrogate_inside),
+            (f"naive: {t.metric} linear in loss", t.baseline_mae, t.baseline_departure, t.baseline_inside),
+        ):
+            rows.append({**common, "prediction": method, "MAE held out": _num(mae),
+                         "predicted departure": _num(departure) if departure is not None else ("none" if mae is not None else ""),
+                         "inside": "" if inside is None else ("yes" if inside else "no"), "verdict": t.note if method.startswith("mean") else ""})
+    return pd.DataFrame(rows)
+
+
+def predictions_csv(report: Report) -> pd.DataFrame:
+    """Every checkpoint of every prediction test: loss, role, measured, predicted and baseline values."""
+    frames = [t.points.assign(task=t.task, metric=t.metric, cut=t.cut) for t in report.predictions]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["task", "metric", "cut", "checkpoint", "loss", "role", "measured", "surrogate", "baseline", "per_token", "n"])
+
+
 # --- writing ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -339,6 +421,18 @@ def _write_figures(report: Report, out: Path) -> tuple[list[Path], dict[str, lis
                                          report.series_order, pooled if x == "loss" else None)
         written += paths
         shown[x] = [paths[0].relative_to(out).as_posix()]
+    x = report.x if report.x != "loss" or report.has_loss else "step"
+    drawn = report.points.assign(params=report.points["params_non_embedding"])
+    for task, names in report.generative.items():
+        paths = figures.companions_figure(drawn, task, names, x, fig_dir / f"companions_{_slug(task)}",
+                                          report.series_order, report.y_scale)
+        written += paths
+        shown.setdefault("companions", []).append(paths[0].relative_to(out).as_posix())
+    for t in report.predictions:
+        paths = figures.prediction_figure(t.points, t.task, t.metric, t.cut, (t.departure_low, t.departure_high),
+                                          fig_dir / f"prediction_{_slug(t.task)}")
+        written += paths
+        shown.setdefault("prediction", []).append(paths[0].relative_to(out).as_posix())
     mc_x = "loss" if report.has_loss else "step"
     for a in report.analyses:
         metrics = set(report.points.loc[report.points["task"] == a.task, "metric"])
@@ -372,6 +466,28 @@ def _sections(report: Report, shown: dict[str, list[str]]) -> list[Section]:
         sections.append(Section("Thresholds per model size", (
             "Each size fitted on its own checkpoints; the summary says whether their intervals share a loss.",
         ), _per_size_frame(report)))
+    if "companions" in shown:
+        sections.append(Section("Generative tasks: exact match and its continuous companions", (
+            ("target_logprob is the log-probability of the gold continuation given the prompt (per token: divided by "
+             "its token count; final_answer_logprob: of GSM8K's \"The answer is N.\" given the gold reasoning); "
+             "token_edit_distance and char_edit_distance separate the extracted answer from the nearest target. "
+             "Smooth companions that move while exact match sits at zero are what the prediction test below uses."),
+        ), images=tuple(shown["companions"])))
+    if report.predictions:
+        sections.append(Section("Can a smooth metric predict emergence? The prediction test", (
+            ("The loss axis is cut (by default at exact match's departure loss, else at the median loss). On the "
+             "checkpoints above the cut only (high loss, before the jump) the mean per-token target log-probability is "
+             "fitted linearly in the loss. Each item keeps its offset from that trend at the fitted checkpoint of lowest "
+             "loss (one slope for all items; a per-item fit on a few noisy points extrapolates worse), so its "
+             "predicted log-probability at a lower loss is its token count × min(trend + offset, 0). The prediction of "
+             "exact match is the mean over items of exp(predicted log-probability), the probability of producing the "
+             "gold answer: a fixed link with no fitted parameter."),
+            ("It is compared with the measured exact match at the held-out checkpoints (mean absolute error), and its "
+             "departure loss (same significance rule and reference as the threshold analysis) with the measured "
+             "departure's 90% interval over item resamples (reaching the next checkpoint up, the resolution of the "
+             "checkpoints). The naive baseline extrapolates exact match itself linearly in the loss from the same "
+             "checkpoints. Filled points: fitted; hollow: held out. predictions.csv has every checkpoint."),
+        ), prediction_frame(report), images=tuple(shown["prediction"])))
     for key, title, text in (
         ("mc", "Multiple-choice tasks: accuracy, correct-choice probability, Brier score",
          "Du et al.'s Figure 4: the continuous metrics move before accuracy does. Dashed: each metric's random baseline."),
@@ -416,6 +532,8 @@ def write_report(report: Report, out: Path) -> list[Path]:
     written, shown = _write_figures(report, out)
     tables = {"thresholds.csv": thresholds_frame(report), "correlations.csv": report.correlations,
               "points.csv": report.points}
+    if report.predictions:
+        tables["predictions.csv"] = predictions_csv(report)
     for name, frame in tables.items():
         frame.to_csv(out / name, index=False)
         written.append(out / name)

@@ -28,11 +28,24 @@ class LoglikelihoodResult:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Greedy continuation of ``context`` until any of ``stop`` or ``max_new_tokens``."""
+    """Greedy continuation of ``context`` until any of ``stop`` or ``max_new_tokens``.
+
+    ``score``: continuations whose log-probability given ``context`` (the prompt exactly as the
+    generation sees it) is returned beside the text, computed on the prompt's own KV cache.
+    """
 
     context: str
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 256
+    score: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A generation and, per ``GenerationRequest.score`` continuation in order, its log-likelihood."""
+
+    text: str
+    scores: tuple[LoglikelihoodResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,12 @@ class Item:
     Multiple choice: ``choices`` are the continuations scored after ``context`` and ``gold``
     the index of the correct one.  Generation: ``targets`` are the accepted answers and
     ``stop``/``max_new_tokens`` bound the greedy decode.
+
+    Per-choice contexts (WinoGrande's partial scoring): choice j is scored after ``contexts[j]``;
+    ``context`` is then their display form, ``CHOICE_CONTEXTS_SEPARATOR.join(contexts)``, so that
+    ``harness prompt`` prints and ``prompt_sha256`` pins every prompt the model sees.
+    One continuation (LAMBADA): ``choices`` holds that continuation alone and ``gold`` is None;
+    it is scored by its log-likelihood and whether it is the greedy continuation.
     """
 
     task: str  # the row name, e.g. "mmlu:anatomy" or "bigbench:modified_arithmetic/three_digit_addition_control"
@@ -52,8 +71,36 @@ class Item:
     targets: tuple[str, ...] = ()
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 0
+    contexts: tuple[str, ...] = ()  # one per choice, or () when every choice follows ``context``
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.contexts:
+            if len(self.contexts) != len(self.choices):
+                raise ValueError(f"{self.task} item {self.doc_id}: {len(self.contexts)} contexts for {len(self.choices)} choices")
+            if self.context != CHOICE_CONTEXTS_SEPARATOR.join(self.contexts):
+                raise ValueError(f"{self.task} item {self.doc_id}: context must be the display form of its contexts")
 
     @property
     def is_multiple_choice(self) -> bool:
-        return bool(self.choices)
+        return bool(self.choices) and self.gold is not None
+
+    @property
+    def is_loglikelihood(self) -> bool:
+        """One continuation scored alone (no gold to pick among choices)."""
+        return len(self.choices) == 1 and self.gold is None
+
+    @property
+    def choice_contexts(self) -> tuple[str, ...]:
+        """The context each choice is scored after."""
+        return self.contexts or (self.context,) * len(self.choices)
+
+    @property
+    def output_type(self) -> str:
+        if self.is_multiple_choice:
+            return "multiple_choice"
+        return "loglikelihood" if self.is_loglikelihood else "generate"
+
+
+# Between the per-choice contexts in an item's display form (``Item.context``).
+CHOICE_CONTEXTS_SEPARATOR = "\n\n"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Sequence
 
-from harness import extraction, metrics
+from harness import companions, extraction, metrics
 from harness.registry import TaskSpec
-from harness.requests import Item, LoglikelihoodResult
+from harness.requests import GenerationResult, Item, LoglikelihoodResult
+from harness.families import nlpcc_kbqa
 
 def prompt_sha256(context: str) -> str:
     return hashlib.sha256(context.encode("utf-8")).hexdigest()
@@ -20,13 +21,28 @@ def prompt_sha256(context: str) -> str:
 def row_metrics(spec: TaskSpec, items: Sequence[Item]) -> tuple[tuple[str, ...], str]:
     """The metrics a row reports and its primary metric (BIG-bench decides per subtask)."""
     if items and "metrics" in items[0].meta:
-        return tuple(items[0].meta["metrics"]), items[0].meta["primary_metric"]
-    return spec.metrics, spec.primary_metric
+        names, primary = tuple(items[0].meta["metrics"]), items[0].meta["primary_metric"]
+    else:
+        names, primary = tuple(spec.metrics), spec.primary_metric
+    return names + _companion_names(spec, items, names), primary
+
+
+def _companion_names(spec: TaskSpec, items: Sequence[Item], names: tuple[str, ...]) -> tuple[str, ...]:
+    """A generative row also reports the continuous companions of its exact match (harness.companions)."""
+    if not items or items[0].choices or spec.family not in GENERATION_SCORERS:
+        return ()
+    return tuple(m for m in companions.gold_continuation(spec, items[0]).metric_names() if m not in names)
 
 
 def score_multiple_choice(item: Item, results: Sequence[LoglikelihoodResult]) -> dict[str, Any]:
     logprobs = [r.logprob for r in results]
     scores = metrics.multiple_choice_scores(logprobs, item.gold, item.choices)
+    if "choice_texts" in item.meta:
+        # lm-eval (0.3.0 and 0.4.13) length-normalises by the choice text without the target
+        # delimiter (" " + text is scored, len(text) divides): the family gives those texts.
+        texts = item.meta["choice_texts"]
+        scores["acc_norm"] = metrics.acc_norm(logprobs, item.gold, [len(t) for t in texts])
+        scores["acc_bytes"] = metrics.acc_bytes(logprobs, item.gold, [len(t.encode("utf-8")) for t in texts])
     return {
         "task": item.task,
         "doc_id": item.doc_id,
@@ -38,6 +54,24 @@ def score_multiple_choice(item: Item, results: Sequence[LoglikelihoodResult]) ->
         "gold": item.gold,
         "pred": max(range(len(logprobs)), key=lambda j: (logprobs[j], -j)),
         "metrics": scores,
+    }
+
+
+def score_loglikelihood(item: Item, result: LoglikelihoodResult) -> dict[str, Any]:
+    """A single-continuation item (LAMBADA): ``acc`` = the continuation is the greedy one.
+
+    The record has the multiple-choice record's shape with one choice, so its log-likelihood stays
+    where NaN checks and re-scoring look; perplexity is a row aggregate of ``choice_logprobs[0]``.
+    """
+    return {
+        "task": item.task,
+        "doc_id": item.doc_id,
+        "prompt_sha256": prompt_sha256(item.context),
+        "choices": list(item.choices),
+        "choice_logprobs": [result.logprob],
+        "choice_num_tokens": [result.num_tokens],
+        "choice_is_greedy": [result.is_greedy],
+        "metrics": {"acc": float(result.is_greedy)},
     }
 
 
@@ -60,7 +94,15 @@ def _bigbench_scores(item: Item, generation: str, row: tuple[str, ...]) -> tuple
     scores = {"exact_match": float(extraction.bigbench_exact_match(response, item.targets))}
     if "numeric_match" in row:
         scores["numeric_match"] = float(extraction.bigbench_numeric_match(response, item.targets))
+    if any(name in row for name in metrics.ROUGE_METRICS):
+        scores.update(metrics.rouge_scores(response, item.targets))
     return {"answer": response}, scores
+
+
+def _triviaqa_scores(item: Item, generation: str) -> tuple[dict[str, str], dict[str, float]]:
+    # lm-eval's remove_whitespace filter: the answer is the stripped generation
+    scores = {"exact_match": float(extraction.triviaqa_exact_match(generation, item.targets))}
+    return {"answer": generation.strip()}, scores
 
 
 # family -> (spec, item, generation, row metrics) -> (extracted answers, per-item metric values);
@@ -68,33 +110,71 @@ def _bigbench_scores(item: Item, generation: str, row: tuple[str, ...]) -> tuple
 GENERATION_SCORERS: dict[str, Callable[..., tuple[dict[str, str], dict[str, float]]]] = {
     "gsm8k": lambda spec, item, generation, row: _gsm8k_scores(item, generation, spec.options.get("extract", "cot")),
     "bigbench": lambda spec, item, generation, row: _bigbench_scores(item, generation, row),
+    "triviaqa": lambda spec, item, generation, row: _triviaqa_scores(item, generation),
+    "nlpcc_kbqa": lambda spec, item, generation, row: nlpcc_kbqa.exact_match(generation, item.targets),
+    # GSM8K-Chinese is scored exactly as GSM8K
+    "gsm8k_zh": lambda spec, item, generation, row: _gsm8k_scores(item, generation, spec.options.get("extract", "hash")),
 }
 
 
-def score_generation(spec: TaskSpec, item: Item, generation: str, row: tuple[str, ...]) -> dict[str, Any]:
-    extracted, scores = GENERATION_SCORERS[spec.family](spec, item, generation, row)
-    return {
+# family -> which of its extracted answers the edit distances compare with the targets (default "answer")
+COMPANION_ANSWER = {"gsm8k": "flexible", "gsm8k_zh": "flexible"}
+
+
+def score_generation(
+    spec: TaskSpec,
+    item: Item,
+    generation: str | GenerationResult,
+    row: tuple[str, ...],
+    tokenize: Callable[[str], Sequence[int]] | None = None,
+) -> dict[str, Any]:
+    """A generative item's record.  Given a ``GenerationResult`` with the log-likelihoods of the
+    item's gold continuation (``companions.gold_continuation(...).score_requests()``) and the model's
+    ``tokenize``, the record also has the continuous companions (harness.companions)."""
+    result = generation if isinstance(generation, GenerationResult) else GenerationResult(generation)
+    extracted, scores = GENERATION_SCORERS[spec.family](spec, item, result.text, row)
+    record = {
         "task": item.task,
         "doc_id": item.doc_id,
         "prompt_sha256": prompt_sha256(item.context),
-        "generation": generation,
+        "generation": result.text,
         "extracted": extracted,
         "target": item.targets[0] if len(item.targets) == 1 else list(item.targets),
         "metrics": scores,
     }
+    if result.scores:
+        if tokenize is None:
+            raise ValueError("scoring companions needs the model's tokenize function for the token edit distance")
+        answer = extracted.get(COMPANION_ANSWER.get(spec.family, "answer"), next(iter(extracted.values()), ""))
+        answer = "" if answer == extraction.INVALID_ANSWER else answer  # nothing extracted: an empty answer
+        gold = companions.gold_continuation(spec, item)
+        values, fields = companions.companion_scores(gold, result.scores, answer, item.targets, tokenize)
+        scores.update(values)
+        record.update(fields)
+    return record
 
 
 def aggregate_row(items: Sequence[Item], records: Sequence[dict[str, Any]], row: tuple[str, ...]) -> dict[str, dict]:
     """Mean ± stderr of every per-item metric, corpus BLEU, and each metric's random baseline."""
     num_choices = [len(item.choices) for item in items]
+    # single-continuation rows (LAMBADA) have no choices to guess among: their own baselines
+    single_continuation = bool(items) and items[0].is_loglikelihood
     out: dict[str, dict] = {}
     for name in row:
+        if name in companions.COMPANION_METRICS and not all(name in r["metrics"] for r in records):
+            continue  # generated without the gold continuation's log-likelihoods: no companions
         if name == "bleu":
             responses = [r["extracted"]["answer"] for r in records]
             agg = metrics.aggregate_bleu(responses, [list(item.targets) for item in items])
+        elif name == "perplexity":
+            agg = metrics.aggregate_perplexity([r["choice_logprobs"][0] for r in records])
         else:
             agg = metrics.aggregate_mean([r["metrics"][name] for r in records])
-        out[name] = _metric_entry(name, agg, metrics.random_baseline(name, num_choices))
+        if single_continuation:
+            baseline = metrics.loglikelihood_random_baseline(name)
+        else:
+            baseline = metrics.random_baseline(name, num_choices)
+        out[name] = _metric_entry(name, agg, baseline)
     return out
 
 

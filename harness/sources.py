@@ -37,6 +37,10 @@ GSM8K_LAYOUT = "--data-dir DIR expects gsm8k/{train,test}.jsonl (as released in 
 _LETTERS = ("A", "B", "C", "D")
 _CEVAL_COLUMNS = ("id", "question", "A", "B", "C", "D", "answer", "explanation")
 _SHOWN_MISSING = 3  # how many missing paths a one-line error names before "+N more"
+# How a Hub error ends: the way around a missing cache.  Datasets with no --data-dir layout (ARC,
+# HellaSwag, TriviaQA) can only be cached from the Hub, so --data-dir is no advice for them.
+LOCAL_COPY_FIX = "pass --data-dir DIR with local copies"
+HUB_ONLY_FIX = "connect to the Hub once to cache it (it has no --data-dir copy)"
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -107,43 +111,59 @@ def hub_split_records(repo_id: str, config: str | None, split: str, revision: st
 
 
 def hub_splits_records(
-    repo_id: str, wanted: list[tuple[str | None, str]], revision: str | None
+    repo_id: str, wanted: list[tuple[str | None, str]], revision: str | None, fix: str = LOCAL_COPY_FIX
 ) -> dict[tuple[str | None, str], list[dict[str, Any]]]:
     """``hub_split_records`` for several (config, split) pairs with a single snapshot resolution.
 
-    One ``snapshot_download`` for all of MMLU's 57 subjects avoids 114 Hub round trips.
+    One ``snapshot_download`` for all of MMLU's 57 subjects avoids 114 Hub round trips.  ``fix``
+    ends the error when the data cannot be had (``HUB_ONLY_FIX`` for datasets with no local layout).
     """
     patterns = sorted({p for config, split in wanted for p in _split_patterns(config, split)})
-    folder = _hub_snapshot(repo_id, patterns, revision)
+    folder = _hub_snapshot(repo_id, patterns, revision, fix)
+    if revision is None and not all(_split_files(folder, config, split) for config, split in wanted):
+        # A dataset whose main branch holds a loading script (EleutherAI/logiqa, older super_glue):
+        # the Hub's own parquet conversion of it lives on this branch, as <config>/<split>/NNNN.parquet.
+        try:
+            folder = _hub_snapshot(repo_id, patterns, PARQUET_BRANCH, fix)
+        except UserError:
+            pass  # not converted (or not cached): the error below names the main branch's folder
     tables = {}
     for config, split in wanted:
         files = _split_files(folder, config, split)
         if not files:
             raise UserError(
                 f"dataset {repo_id} (config {config}, split {split}) has no cached parquet files in {folder};"
-                f" connect to the Hub once, or pass --data-dir DIR with local copies"
+                f" {'connect to the Hub once, or ' + fix if fix == LOCAL_COPY_FIX else fix}"
             )
         tables[(config, split)] = _read_parquet_rows(files)
     return tables
 
 
+PARQUET_BRANCH = "refs/convert/parquet"
+
+
 def _split_patterns(config: str | None, split: str) -> list[str]:
-    patterns = [f"data/{split}-*.parquet"]
+    patterns = [f"data/{split}-*.parquet", f"{config or 'default'}/{split}/*.parquet"]
     if config:
         patterns.insert(0, f"{config}/{split}-*.parquet")
     return patterns
 
 
 def _split_files(folder: Path, config: str | None, split: str) -> list[Path]:
-    # Shards are named <split>-00000-of-0000N.parquet: sorting the names keeps row order.
+    # Shards are named <split>-00000-of-0000N.parquet (or NNNN.parquet on the parquet branch):
+    # sorting the names keeps row order.
+    candidates = [folder / "data", folder / (config or "default") / split]
     if config:
-        files = sorted((folder / config).glob(f"{split}-*.parquet"))
+        candidates.insert(0, folder / config)
+    for place in candidates:
+        pattern = "*.parquet" if place.name == split else f"{split}-*.parquet"
+        files = sorted(place.glob(pattern))
         if files:
             return files
-    return sorted((folder / "data").glob(f"{split}-*.parquet"))
+    return []
 
 
-def _hub_snapshot(repo_id: str, patterns: list[str], revision: str | None) -> Path:
+def _hub_snapshot(repo_id: str, patterns: list[str], revision: str | None, fix: str = LOCAL_COPY_FIX) -> Path:
     # Imported here: runs on local copies never need the Hub client.
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -154,7 +174,7 @@ def _hub_snapshot(repo_id: str, patterns: list[str], revision: str | None) -> Pa
         at = f" at revision {revision}" if revision else ""
         raise UserError(
             f"dataset {repo_id}{at} is not in the Hub cache and the Hub could not be reached"
-            f" ({type(error).__name__}); pass --data-dir DIR with local copies"
+            f" ({type(error).__name__}); {fix}"
         ) from error
 
 
@@ -231,3 +251,25 @@ def gsm8k_records(
         return {sp: read_jsonl(path) for sp, path in paths.items()}
     tables = hub_splits_records(hub_path, [(hub_name, sp) for sp in splits], opts.hub_revision)
     return {sp: [{"question": r["question"], "answer": r["answer"]} for r in tables[(hub_name, sp)]] for sp in splits}
+
+
+# --- data the user supplies (no public copy to bundle: ClozeT, GSM8K-Chinese) ---------------------
+
+
+def user_task_records(task: str, split: str, opts: BuildOptions, fields_doc: str) -> list[dict[str, Any]]:
+    """Rows of ``--task-file TASK=SOURCE``: a local ``.jsonl`` file (one JSON object per line), or a Hub
+    dataset ``OWNER/NAME`` or ``OWNER/NAME:CONFIG`` whose ``split`` is read like any Hub split."""
+    given = dict(opts.task_files)
+    if task not in given:
+        raise UserError(
+            f"{task} has no bundled data (no public copy); pass --task-file {task}=PATH.jsonl"
+            f" or --task-file {task}=OWNER/NAME (a Hub dataset) with rows {fields_doc}"
+        )
+    source = given[task]
+    path = Path(source).expanduser()
+    if path.is_file():
+        return read_jsonl(path)
+    if source.endswith(".jsonl") or "/" not in source or source.count("/") > 1:
+        raise UserError(f"--task-file {task}={source}: no such file, and not a Hub id OWNER/NAME[:CONFIG]")
+    repo_id, _, config = source.partition(":")
+    return hub_split_records(repo_id, config or None, split, opts.hub_revision)

@@ -73,11 +73,12 @@ class SweepConfig:
     save_every: int = 256  # items scored between two flushes of a task's item log
     prefetch: bool = True  # read the next checkpoint's weights while this one is evaluated
     progress: bool = True
+    task_files: tuple[tuple[str, str], ...] = ()  # (task, local .jsonl or hub id): --task-file / task_files:
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(
             data_dir=self.data_dir, limit=self.limit, num_fewshot=self.num_fewshot,
-            prompt_type=self.prompt_type, bigbench_mode=self.bigbench_mode,
+            prompt_type=self.prompt_type, bigbench_mode=self.bigbench_mode, task_files=self.task_files,
         )
 
 
@@ -156,6 +157,7 @@ def select_models(models: tuple[ModelSweep, ...], spec: str) -> tuple[ModelSweep
 _GLOBAL_KEYS = {
     "out", "tasks", "data_dir", "limit", "num_fewshot", "prompt", "bigbench_mode", "dtype", "device", "batch_size",
     "add_bos_token", "trust_remote_code", "prefix_cache", "save_every", "prefetch", "loss", "tokens_per_step", "models",
+    "task_files",
 }
 _MODEL_KEYS = {"model", "revisions", "checkpoints", "name", "size", "loss", "tokens_per_step"}
 _LOSS_KEYS = {"corpus", "from", "window", "tokens", "smoothing"}
@@ -186,6 +188,20 @@ def _loss_from_mapping(where: str, raw: Any, base: Path, inherited: dict[str, An
         corpus=_resolve(base, raw.get("corpus")), loss_from=loss_from, window=int(raw.get("window", 2048)),
         tokens=int(raw.get("tokens", 1_000_000)), smoothing=int(raw.get("smoothing", 1)),
     )
+
+
+def _task_files(path: Path, raw: Any, base: Path) -> tuple[tuple[str, str], ...]:
+    """``task_files: {clozet: clozet.jsonl, gsm8k_zh: owner/name}``: a path relative to the file when it
+    exists there, else taken as given (a hub id)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: task_files must map task names to a .jsonl path or hub id, e.g. {{clozet: clozet.jsonl}}")
+    files = []
+    for task, source in raw.items():
+        local = _resolve(base, source)
+        files.append((str(task), str(local) if local.exists() else str(source)))
+    return tuple(files)
 
 
 def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
@@ -235,6 +251,7 @@ def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
         prefix_cache=bool(raw.get("prefix_cache", True)),
         save_every=int(raw.get("save_every", 256)),
         prefetch=bool(raw.get("prefetch", True)),
+        task_files=_task_files(path, raw.get("task_files"), base),
     )
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     return validated(config)

@@ -23,7 +23,7 @@ from harness.errors import UserError
 from harness.registry import TaskSpec
 from harness.requests import Item
 
-SCORING_VERSION = 1
+SCORING_VERSION = 2  # 2: generative records carry the continuous companions (harness.companions)
 
 LOSS_UNIT = "loss"  # the task label of a checkpoint's loss unit
 

@@ -255,8 +255,14 @@ def test_higher_is_better_covers_every_metric():
     assert set(HIGHER_IS_BETTER) == {
         "acc", "acc_norm", "acc_bytes", "acc_macro", "correct_choice_prob", "brier_score",
         "exact_match", "exact_match_strict", "exact_match_flexible", "exact_match_numeric",
-        "numeric_match", "bleu",
+        "numeric_match", "bleu", "perplexity", "rouge1", "rouge2", "rougeLsum",
+        "target_logprob", "target_logprob_per_token", "final_answer_logprob", "token_edit_distance", "char_edit_distance",
     }  # fmt: skip
-    assert [m for m, higher in HIGHER_IS_BETTER.items() if not higher] == ["brier_score"]
+    assert [m for m, higher in HIGHER_IS_BETTER.items() if not higher] == [
+        "brier_score", "perplexity", "token_edit_distance", "char_edit_distance"
+    ]
+    # continuous measures with no guessing level: the log-likelihood companions and edit distances
+    no_chance_level = {"perplexity", "target_logprob", "target_logprob_per_token", "final_answer_logprob",
+                       "token_edit_distance", "char_edit_distance"}
     for metric in HIGHER_IS_BETTER:
-        assert random_baseline(metric, [4]) is not None
+        assert (random_baseline(metric, [4]) is None) == (metric in no_chance_level), metric

@@ -102,3 +102,62 @@ def test_pythia_names(name, canonical, size):
 def test_other_names_are_left_alone(name):
     assert canonical_pythia_name(name) == name
     assert pythia_params(name) is None and pythia_size(name) is None
+
+
+def test_v1_eval_steps_are_the_27_published_ones():
+    from harness.checkpoints import parse_revisions
+    from harness.pythia import PYTHIA_V1_EVAL_STEPS
+
+    # the step suffixes of evals/pythia-v1/<model>/zero-shot/*_stepN.json in EleutherAI/pythia
+    published = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 3000, 13000, 23000, 33000, 43000, 53000,
+                 63000, 73000, 83000, 93000, 103000, 113000, 123000, 133000, 143000]
+    assert list(PYTHIA_V1_EVAL_STEPS) == published
+    assert set(PYTHIA_V1_EVAL_STEPS) <= set(PYTHIA_STEPS)
+    assert parse_revisions("pythia-v1-evals") == tuple(f"step{s}" for s in published)
+
+
+def _preset_sweep(monkeypatch, *flags: str):
+    """The SweepConfig `harness sweep --preset pythia-v1 ...` would run (the sweep itself is not run)."""
+    from harness import cli, sweep
+
+    seen = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda config, log: seen.append(config) or (_ for _ in ()).throw(SystemExit(0)))
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--preset", "pythia-v1", *flags])
+    return seen[0]
+
+
+def test_pythia_v1_preset_is_16_models_at_27_steps_on_pythia_tasks(monkeypatch, tmp_path):
+    from harness import registry
+
+    corpus = tmp_path / "pile_val.jsonl"
+    corpus.write_text('{"text": "The Pile."}\n', encoding="utf-8")
+    config = _preset_sweep(monkeypatch, "--loss-corpus", str(corpus))
+    assert len(config.models) == 16
+    assert {m.hub_model for m in config.models} == {
+        f"EleutherAI/pythia-{size}{variant}" for size in ("70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
+        for variant in ("", "-deduped")
+    }
+    assert all(len(m.revisions) == 27 and m.size == pythia_size(m.hub_model) for m in config.models)
+    assert all(m.loss.kind == "corpus" and m.loss.corpus == corpus for m in config.models)  # the flag wins
+    assert all(m.tokens_per_step == PYTHIA_TOKENS_PER_STEP for m in config.models)
+    assert str(config.out) == "results/pythia-v1" and config.dtype == "float32"
+    assert set(config.tasks) == {"lambada_openai", "piqa", "arc_easy", "arc_challenge", "sciq", "winogrande", "wsc",
+                                 "logiqa", "mmlu_pythia_v0"}
+    registry.resolve(list(config.tasks))  # every task exists
+
+
+def test_preset_sizes_select_models_and_bad_names_are_one_line_errors(monkeypatch, capsys):
+    from harness import cli
+
+    config = _preset_sweep(monkeypatch, "--sizes", "70m,EleutherAI/pythia-160m", "--out", "elsewhere")
+    assert [m.name for m in config.models] == ["EleutherAI/pythia-70m", "EleutherAI/pythia-70m-deduped", "EleutherAI/pythia-160m"]
+    assert str(config.out) == "elsewhere"
+    for flags, message in (
+        (["--preset", "pythia-v9"], "unknown preset 'pythia-v9'; known presets: pythia-v1"),
+        (["--preset", "pythia-v1", "--sizes", "13b"], "no model named or sized 13b"),
+        (["--preset", "pythia-v1", "--model", "x/y"], "drop --model"),
+    ):
+        assert cli.main(["sweep", *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

@@ -204,3 +204,48 @@ def test_report_user_errors(tmp_path):
         report.run(report_args(results, tmp_path / "out", "--metric", "bleu"))
     with pytest.raises(UserError, match="no results.json under"):
         report.run(report_args(tmp_path / "empty", tmp_path / "out"))
+
+
+# --- generative tasks: companions and the prediction test -------------------------------------------
+
+def test_generative_tasks_get_companion_figures_and_the_prediction_test(tmp_path, capsys):
+    from test_prediction import synthetic_items, write_item_sweep
+
+    results = write_item_sweep(tmp_path / "results", synthetic_items(surrogate_predicts=True))
+    out = tmp_path / "out"
+    assert report.run(report_args(results, out)) == 0
+    printed = capsys.readouterr().out
+    # the prediction table is printed after the summary: the surrogate's row, then the baseline's
+    table = printed[printed.index("| task | metric | cut (source) |"):]
+    surrogate, baseline = [line for line in table.splitlines() if line.startswith("| toy |")]
+    assert "| mean exp(target_logprob) |" in surrogate and "(departure of exact_match)" in surrogate
+    assert surrogate.split(" | ")[-2] == "yes" and "the surrogate predicts the jump" in surrogate
+    assert "| naive: exact_match linear in loss |" in baseline and baseline.split(" | ")[-2] == "no"
+    # exact match and the three companions the results hold: 4 panels, 3 to a row
+    assert _png(out / "figures" / "companions_toy.png").shape[:2] == _expected_shape(2, 3)
+    assert _png(out / "figures" / "prediction_toy.png").shape[:2] == _expected_shape(1, 2)
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert set(predictions["role"]) == {"fitted", "held out"} and len(predictions) == 13
+    held = predictions[predictions["role"] == "held out"]
+    assert (held["surrogate"] - held["measured"]).abs().mean() < 0.03
+    markdown = (out / "report.md").read_text()
+    assert "## Can a smooth metric predict emergence? The prediction test" in markdown
+    assert "![Generative tasks: exact match and its continuous companions](figures/companions_toy.png)" in markdown
+    # the companions' axis and scale: step, params (log) and a log y run too; bad axes are one line
+    for extra in (("--x", "step", "--y", "log"), ("--x", "params"), ("--x", "compute")):
+        if extra[1] == "compute":
+            with pytest.raises(UserError, match="the results have no compute for the --x axis"):
+                report.run(report_args(results, tmp_path / "other", *extra))
+            continue
+        assert report.run(report_args(results, tmp_path / "other", *extra)) == 0
+        _png(tmp_path / "other" / "figures" / "companions_toy.png")
+
+
+def test_a_given_cut_reaches_the_prediction_test(tmp_path, capsys):
+    from test_prediction import synthetic_items, write_item_sweep
+
+    results = write_item_sweep(tmp_path / "results", synthetic_items(surrogate_predicts=False))
+    assert report.run(report_args(results, tmp_path / "out", "--cut", "3.0")) == 0
+    row = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert (row["cut"] == 3.0).all() and (row.loc[row["loss"] > 3.0, "role"] == "fitted").all()
+    assert "3.000 (given)" in capsys.readouterr().out

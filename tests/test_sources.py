@@ -219,3 +219,21 @@ def test_hub_not_cached_offline_is_a_one_line_user_error(offline_hub):
 def test_hub_cached_repo_without_the_split_is_a_user_error(cached_hub):
     with pytest.raises(UserError, match=r"cais/mmlu .*astronomy.*--data-dir"):
         sources.hub_split_records("cais/mmlu", "astronomy", "test", None)
+
+
+def test_a_script_dataset_is_read_from_the_hubs_parquet_branch(offline_hub):
+    """EleutherAI/logiqa's main branch holds a loading script; its rows are on refs/convert/parquet
+    as <config>/<split>/NNNN.parquet (cached under refs/refs/convert/parquet)."""
+    repo = _hub_repo(offline_hub, "someone/scripted", {})
+    (repo / "snapshots" / COMMIT).mkdir(parents=True)
+    (repo / "snapshots" / COMMIT / "scripted.py").write_text("# a datasets loading script\n", encoding="utf-8")
+    converted = "c" * 40
+    (repo / "refs" / "refs" / "convert").mkdir(parents=True)
+    (repo / "refs" / "refs" / "convert" / "parquet").write_text(converted, encoding="utf-8")
+    for name, frame in (("0000.parquet", pd.DataFrame({"q": ["a", "b"]})), ("0001.parquet", pd.DataFrame({"q": ["c"]}))):
+        path = repo / "snapshots" / converted / "logiqa" / "test" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+    assert [r["q"] for r in sources.hub_split_records("someone/scripted", "logiqa", "test", None)] == ["a", "b", "c"]
+    with pytest.raises(UserError, match=r"someone/scripted \(config logiqa, split validation\)"):
+        sources.hub_split_records("someone/scripted", "logiqa", "validation", None)

@@ -48,9 +48,9 @@ def test_key_is_stable_across_processes_and_versions():
     # A changed key re-runs every finished unit of every sweep: this golden value may change only
     # on purpose (a new record field, or SCORING_VERSION bumped because scores changed).
     record = record_json(_task_record())
-    assert record["scoring_version"] == SCORING_VERSION == 1
+    assert record["scoring_version"] == SCORING_VERSION == 2
     assert record["spec"]["num_fewshot"] == 5 and record["spec"]["prompt_type"] == "fewshot"
-    assert unit_key(_task_record()) == "56e895bedf7e24e954366d3f"
+    assert unit_key(_task_record()) == "82d99bffd4f3f1f9db7bf222"
 
 
 def test_rewording_a_task_description_keeps_the_key():
@@ -78,6 +78,9 @@ def test_every_input_of_the_numbers_changes_the_key(change):
 def test_shots_prompt_type_and_max_tokens_are_in_the_key():
     zero = registry.with_overrides(SPEC, registry.BuildOptions(num_fewshot=0))
     assert zero.num_fewshot == 0 and zero.prompt_type == "zeroshot"
+    # and back: shots asked of a zero-shot task make it a few-shot one in the record
+    three = registry.with_overrides(zero, registry.BuildOptions(num_fewshot=3))
+    assert three.num_fewshot == 3 and three.prompt_type == "fewshot"
     assert unit_key(_task_record(spec=zero)) != unit_key(_task_record())
     assert unit_key(_task_record(spec=dataclasses.replace(SPEC, max_new_tokens=64))) != unit_key(_task_record())
     assert unit_key(_task_record(spec=dataclasses.replace(SPEC, options={"extract": "hash"}))) != unit_key(_task_record())
@@ -181,6 +184,25 @@ models:
     assert small.tokens_per_step == 2_097_152
     assert pythia.revisions == ("step1000", "step2000", "step3000") and pythia.hub_model == "EleutherAI/pythia-160m"
     assert pythia.loss.kind == "file" and pythia.loss.smoothing == 5 and pythia.tokens_per_step == 1000
+
+
+def test_sweep_task_files_from_the_config_and_flags(tmp_path, monkeypatch):
+    """ClozeT / GSM8K-Chinese data (no bundled copy) reach the sweep's build options both ways."""
+    from harness import cli, sweep
+
+    (tmp_path / "clozet.jsonl").write_text('{"context": "a", "choices": ["b", "c"], "label": 0}\n')
+    config_path = tmp_path / "sweep.yaml"
+    config_path.write_text("tasks: clozet\ntask_files: {clozet: clozet.jsonl, gsm8k_zh: someone/gsm8k-zh}\n"
+                           "models: [{checkpoints: runs}]\n")
+    config = load_sweep_config(config_path)
+    assert config.task_files == (("clozet", str(tmp_path / "clozet.jsonl")), ("gsm8k_zh", "someone/gsm8k-zh"))
+    assert config.build_options().task_files == config.task_files
+
+    seen = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda config, log: seen.append(config) or (_ for _ in ()).throw(SystemExit(0)))
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--checkpoints", str(tmp_path), "--tasks", "clozet", "--task-file", "clozet=x.jsonl"])
+    assert seen[0].build_options().task_files == (("clozet", "x.jsonl"),)
 
 
 @pytest.mark.parametrize(

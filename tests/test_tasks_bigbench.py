@@ -238,7 +238,7 @@ def test_a_mode_the_examples_cannot_support_falls_back():
 def test_ipa_is_scored_by_bleu_and_stops_at_newline():
     items = only_row("international_phonetic_alphabet_transliterate")
     info = bigbench.row_info("bigbench:international_phonetic_alphabet_transliterate", items)
-    assert info == {"mode": "gen", "metrics": ["exact_match", "bleu"], "primary_metric": "bleu"}
+    assert info == {"mode": "gen", "metrics": ["exact_match", "bleu", "rouge1", "rouge2", "rougeLsum"], "primary_metric": "bleu"}
     assert items[4].stop == ("\n",)  # stop_string "\n" and the default separator "\n" are one stop
     assert items[4].meta["stop_string"] == "\n" and items[4].meta["output_regex"] is None
     assert items[0].targets == ("English: You don't want to push the button lightly, but rather punch it hard.",)

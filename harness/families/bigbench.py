@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.companions import GoldContinuation
 from harness.errors import UserError
-from harness.metrics import MULTIPLE_CHOICE_METRICS
+from harness.metrics import MULTIPLE_CHOICE_METRICS, ROUGE_METRICS
 from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
 from harness.requests import Item
 from harness.sources import require_files
@@ -174,6 +175,8 @@ def row_metrics(task_json: dict[str, Any], mode: str) -> tuple[list[str], str]:
         return list(MULTIPLE_CHOICE_METRICS), "acc"
     listed = task_json.get("metrics", [])
     metrics = ["exact_match"] + [ours for theirs, ours in _OUR_GENERATIVE_METRICS.items() if theirs in listed]
+    if "rouge" in listed:  # one BIG-bench metric, three numbers
+        metrics += list(ROUGE_METRICS)
     primary = _OUR_GENERATIVE_METRICS.get(task_json.get("preferred_score"), "exact_match")
     if primary not in metrics:
         metrics.append(primary)
@@ -324,6 +327,11 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
             row, task_json, task_format(task_json, prompt), num_shots, mode, opts.limit, spec.max_new_tokens
         )
     return rows
+
+
+def gold_continuation(spec: TaskSpec, item: Item) -> GoldContinuation:
+    """Each target right after the prompt, nothing between: how a shot's answer follows its input."""
+    return GoldContinuation(tuple(item.targets))
 
 
 def row_info(row_name: str, items: Iterable[Item]) -> dict[str, Any]:

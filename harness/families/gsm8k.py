@@ -9,9 +9,11 @@ The prompt is ``(exemplar + delimiter) * k + question``.  Exemplars come from th
 from __future__ import annotations
 
 import random
+import re
 from typing import Any, Sequence
 
 from harness import sources
+from harness.companions import GoldContinuation
 from harness.errors import UserError
 from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
 from harness.requests import Item
@@ -77,6 +79,28 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
 def final_answer(solution: str) -> str:
     """The number after GSM8K's ``####`` marker (lm-eval's gsm8k_cot doc_to_target)."""
     return solution.split("####")[-1].strip()
+
+
+# GSM8K's calculator annotations, "48/2 = <<48/2=24>>24": the exemplars of the CoT prompts have none
+_CALCULATOR_ANNOTATION = re.compile(r"<<[^>]*>>")
+
+
+def gold_continuation(spec: TaskSpec, item: Item) -> GoldContinuation:
+    """The dataset's solution as the prompt's exemplars would write it after "A:" / "Answer:".
+
+    ``extract: hash`` (gsm8k, exemplars = the dataset's full answers): " " + the solution as it is,
+    final answer "#### N".  ``extract: cot`` (Wei et al.'s exemplars, one line each ending "The answer
+    is N."): the calculator annotations removed, the reasoning lines joined by spaces (a line without
+    final punctuation gets a period, as the exemplars' sentences have), and "#### N" replaced by
+    "The answer is N.", which is also the final answer.
+    """
+    solution = item.meta["answer"]
+    if spec.options.get("extract", "cot") == "hash":
+        return GoldContinuation((" " + solution,), final_answer=solution[solution.rindex("####") :])
+    lines = [line.strip() for line in _CALCULATOR_ANNOTATION.sub("", solution.split("####")[0]).splitlines()]
+    sentences = [line if line[-1] in ".!?" else line + "." for line in lines if line]
+    final = f" The answer is {final_answer(solution)}."
+    return GoldContinuation(("".join(" " + sentence for sentence in sentences) + final,), final_answer=final)
 
 
 def lm_eval_random_draw(

@@ -1,0 +1,150 @@
+"""The prediction test on synthetic sweeps whose truth is known by construction: one where
+exp(target_logprob) is each item's probability of an exact match, one where it is not."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import prediction, store
+
+LOSSES = tuple(np.round(np.linspace(4.0, 2.0, 13), 4))
+ITEMS = 400
+
+
+def per_token_trend(loss: float) -> float:
+    # the mean per-token log-prob of the gold answer rises linearly as the loss falls
+    return -2.5 * (loss - 2.0) - 0.1
+
+
+def synthetic_items(*, surrogate_predicts: bool, seed: int = 0) -> pd.DataFrame:
+    """One row per checkpoint × item (prediction.ITEM_COLUMNS).
+
+    ``surrogate_predicts``: each item succeeds with probability exp(target_logprob), so exact match
+    rises steeply where the log-probs near 0.  Otherwise the log-probs follow the same smooth trend
+    but success is a step unrelated to them: 70% of items from loss 2.6 down, none before.
+    """
+    rng = np.random.default_rng(seed)
+    offsets = rng.normal(0.0, 0.3, ITEMS)
+    tokens = rng.integers(2, 5, ITEMS)
+    rows = []
+    for k, loss in enumerate(LOSSES):
+        per_token = np.minimum(per_token_trend(loss) + offsets, 0.0)
+        logprob = per_token * tokens
+        if surrogate_predicts:
+            exact = rng.random(ITEMS) < np.exp(logprob)
+        else:
+            exact = (rng.random(ITEMS) < 0.7) & (loss <= 2.6)
+        rows += [{"checkpoint": f"step-{k}", "loss": float(loss), "task": "toy", "doc_id": i,
+                  "exact": float(exact[i]), "target_logprob": float(logprob[i]), "target_num_tokens": int(tokens[i])}
+                 for i in range(ITEMS)]
+    return pd.DataFrame(rows, columns=prediction.ITEM_COLUMNS)
+
+
+def test_the_surrogate_recovers_a_jump_it_causes():
+    items = synthetic_items(surrogate_predicts=True)
+    result = prediction.prediction_test(items, "toy", "exact_match", resamples=200)
+    assert result.cut_source == "departure of exact_match"
+    assert result.cut == result.measured_departure and 2.0 < result.cut < 4.0
+    assert result.fitted >= 3 and result.held_out >= 3 and result.fitted + result.held_out == len(LOSSES)
+    # the fitted trend is the construction's: slope -2.5 per nat, intercept 4.9 (+ the offsets' mean, ~0)
+    assert result.slope == pytest.approx(-2.5, abs=1e-9) and result.intercept == pytest.approx(4.9, abs=0.05)
+    # predicted exact match = the expected one, so the error is binomial noise (400 items: sd <= 0.025)
+    assert result.surrogate_mae < 0.03
+    assert result.baseline_mae > 3 * result.surrogate_mae  # a line through the flat start sees nothing coming
+    assert result.departure_low <= result.measured_departure <= result.departure_high
+    assert result.surrogate_inside is True and result.baseline_inside is False
+    assert result.note.startswith("the surrogate predicts the jump")
+    points = result.points
+    assert list(points["role"]) == ["fitted"] * result.fitted + ["held out"] * result.held_out
+    # the per-checkpoint prediction is the mean of exp(log-prob) over items, by hand at the last checkpoint
+    last = items[items["loss"] == LOSSES[-1]]
+    assert points["surrogate"].iloc[-1] == pytest.approx(np.exp(last["target_logprob"]).mean(), abs=0.01)
+
+
+def test_the_surrogate_reports_failure_when_it_does_not_drive_exact_match():
+    items = synthetic_items(surrogate_predicts=False)
+    result = prediction.prediction_test(items, "toy", "exact_match", resamples=200)
+    assert result.measured_departure == pytest.approx(2.5, abs=0.11)  # the step, at the first checkpoint below 2.6
+    assert result.departure_low is not None
+    # exp(log-prob) rises smoothly from ~0: at the held-out checkpoints it is far from the measured 0.7
+    assert result.surrogate_mae > 0.2
+    assert result.surrogate_inside is False
+    assert result.note.startswith("the surrogate does not predict the jump")
+
+
+def test_a_given_cut_and_an_untestable_one():
+    items = synthetic_items(surrogate_predicts=True)
+    result = prediction.prediction_test(items, "toy", "exact_match", cut=3.0, resamples=100)
+    assert result.cut_source == "given" and result.fitted == int((np.array(LOSSES) > 3.0).sum())
+    result = prediction.prediction_test(items, "toy", "exact_match", cut=3.9, resamples=100)
+    assert result.surrogate_mae is None and result.note.startswith("not testable: 1 checkpoints above the cut 3.900")
+
+
+def test_median_cut_when_exact_match_never_departs():
+    items = synthetic_items(surrogate_predicts=True)
+    items["exact"] = 0.0
+    result = prediction.prediction_test(items, "toy", "exact_match", resamples=100)
+    assert result.measured_departure is None and result.cut_source == "median loss"
+    assert result.cut == pytest.approx(float(np.median(LOSSES)))
+    assert result.surrogate_inside is None and "no departure" in result.note
+
+
+def test_exact_match_metric_choice():
+    assert prediction.exact_match_metric("exact_match_strict", {"exact_match_strict", "target_logprob"}) == "exact_match_strict"
+    assert prediction.exact_match_metric("bleu", {"bleu", "exact_match"}) == "exact_match"
+    assert prediction.exact_match_metric("bleu", {"bleu"}) is None
+
+
+def write_item_sweep(root: Path, items: pd.DataFrame, task: str = "toy") -> Path:
+    """``harness eval``-style folders (results.json + items.jsonl) holding ``items``, one per checkpoint."""
+    for step, (checkpoint, rows) in enumerate(items.groupby("checkpoint", sort=False)):
+        loss = float(rows["loss"].iloc[0])
+        exact = rows["exact"].to_numpy()
+        logprob = rows["target_logprob"].to_numpy()
+        entry = lambda value, higher=True: {"value": float(value), "stderr": 0.01, "n": len(rows),  # noqa: E731
+                                           "random_baseline": None, "higher_is_better": higher}
+        folder = root / store.checkpoint_dirname("org/toy", f"step{step}")
+        store.write_json_atomic(folder / store.RESULTS_NAME, {
+            "schema": 1, "model": {"model": "org/toy", "revision": f"step{step}", "params_non_embedding": 1_000_000},
+            "step": step, "loss": {"loss": loss, "source": "corpus"},
+            "tasks": {task: {"parent": None, "primary_metric": "exact_match", "metrics": {
+                "exact_match": entry(exact.mean()), "target_logprob": entry(logprob.mean()),
+                "target_logprob_per_token": entry((logprob / rows["target_num_tokens"]).mean()),
+                "token_edit_distance": entry(3 * (1 - exact.mean()), higher=False),
+            }}},
+        })
+        store.write_jsonl_atomic(folder / store.ITEMS_NAME, [
+            {"task": task, "doc_id": int(r.doc_id), "metrics": {"exact_match": r.exact, "target_logprob": r.target_logprob},
+             "target_logprobs": [r.target_logprob, r.target_logprob - 5.0], "target_num_tokens": [int(r.target_num_tokens), 9]}
+            for r in rows.itertuples()
+        ] + [{"task": "other", "doc_id": 0, "metrics": {"acc": 1.0}}])
+    return root
+
+
+def test_item_records_are_read_back_from_results_folders(tmp_path):
+    items = synthetic_items(surrogate_predicts=True)
+    items = items[items["doc_id"] < 20]
+    root = write_item_sweep(tmp_path / "results", items)
+    read = prediction.read_item_records(root, {"toy"}, "exact_match")
+    assert len(read) == len(items) and set(read["task"]) == {"toy"}
+    mine = read.sort_values(["loss", "doc_id"]).reset_index(drop=True)
+    expected = items.sort_values(["loss", "doc_id"]).reset_index(drop=True)
+    for column in ("loss", "exact", "target_logprob", "target_num_tokens"):
+        assert mine[column].tolist() == pytest.approx(expected[column].tolist())
+    assert math.isclose(prediction.prediction_test(read, "toy", "exact_match", resamples=100).points["n"].iloc[0], 20)
+
+
+def test_vectorised_significance_equals_the_threshold_module():
+    from harness.thresholds import Curve, exceeds
+
+    rng = np.random.default_rng(3)
+    for reference in (0.0, 0.05, 0.25):
+        values = np.round(rng.uniform(0, 0.4, 40), 3)
+        n = rng.integers(1, 300, 40)
+        curve = Curve.of(np.arange(40.0), values, np.full(40, np.nan), n, "exact_match", True)
+        assert prediction.significant(values, n, reference).tolist() == exceeds(curve, reference).tolist()
