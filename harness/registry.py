@@ -89,8 +89,8 @@ def load_prompt(name: str) -> dict[str, Any]:
 def family_module(spec: TaskSpec):
     """The module that turns a spec into items: ``harness.families.<family>``.
 
-    It exposes ``subtasks(spec, opts) -> list[str]`` and
-    ``build_rows(selection, opts) -> dict[row_name, list[Item]]``.
+    It exposes ``build_rows(selection, opts) -> dict[row_name, list[Item]]`` and, for a family
+    whose tasks have subtasks, ``subtasks(spec, opts) -> list[str]``.
     """
     return importlib.import_module(f"harness.families.{spec.family}")
 
@@ -137,6 +137,14 @@ def with_overrides(spec: TaskSpec, opts: BuildOptions) -> TaskSpec:
             # a zero-shot prompt has no exemplars, whatever --num-fewshot says
             changes["num_fewshot"] = 0
     return replace(spec, **changes) if changes else spec
+
+
+def single_row_spec(selection: TaskSelection, opts: BuildOptions) -> TaskSpec:
+    """The spec, with the user's overrides, of a task that is a single row (no ``:<subtask>``)."""
+    spec = with_overrides(selection.spec, opts)
+    if selection.subtask is not None:
+        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    return spec
 
 
 BuildRows = Callable[[TaskSelection, BuildOptions], dict[str, list[Item]]]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from harness import companions, evaluate, registry, scoring
 from harness.companions import GoldContinuation, companion_scores, edit_distance

@@ -312,7 +312,6 @@ def test_specs_match_the_lm_eval_task_lists():
         assert spec.metrics == ("exact_match_strict", "exact_match_flexible", "exact_match_numeric")
         assert (spec.primary_metric, spec.output_type, spec.max_new_tokens) == ("exact_match_strict", "generate", 256)
         assert (spec.hub_path, spec.hub_name, spec.split) == ("openai/gsm8k", "main", "test")
-        assert gsm8k.subtasks(spec, LOCAL) == []
 
 
 # --- cross-check with lm-evaluation-harness 0.4.13 -----------------------------------------------

@@ -13,20 +13,15 @@ from typing import Any
 
 from harness import sources
 from harness.errors import UserError
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
 
 FIELDS = '{"context": str, "choices": [str, ...], "label": int}'
 
 
-def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
-    return []
-
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
-    spec = with_overrides(selection.spec, opts)
-    if selection.subtask is not None:
-        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    spec = single_row_spec(selection, opts)
     if spec.num_fewshot:
         raise UserError(f"{spec.name} is zero-shot; pass --num-fewshot 0")
     prompt = load_prompt(spec.prompt)

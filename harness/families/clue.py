@@ -25,21 +25,16 @@ from typing import Any
 
 from harness import sources
 from harness.errors import UserError
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import Item
 
 C3_LAYOUT = "--data-dir DIR expects c3/c3-{d,m}-{train,dev,test}.json (as released in nlpdata/c3)"
 CLUEWSC_LAYOUT = "--data-dir DIR expects cluewsc2020/{train,dev}.json (CLUEWSC2020 JSON Lines as released)"
 
 
-def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
-    return []
-
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
-    spec = with_overrides(selection.spec, opts)
-    if selection.subtask is not None:
-        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    spec = single_row_spec(selection, opts)
     dataset = spec.options.get("dataset")
     if dataset == "c3":
         return {spec.name: c3_items(spec, opts)}

@@ -15,20 +15,14 @@ from typing import Any, Sequence
 from harness import sources
 from harness.companions import GoldContinuation
 from harness.errors import UserError
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import Item
 
-
-def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
-    """None: each GSM8K prompt variant is its own task (``gsm8k``, ``gsm8k:fewshot``, ...)."""
-    return []
 
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
     """The single row ``spec.name``: the test items in file order, each with its full prompt."""
-    spec = with_overrides(selection.spec, opts)
-    if selection.subtask is not None:
-        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    spec = single_row_spec(selection, opts)
     prompt = load_prompt(spec.prompt)
     shots = spec.num_fewshot
     fixed = prompt.get("exemplars")

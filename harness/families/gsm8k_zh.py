@@ -12,20 +12,15 @@ from __future__ import annotations
 from harness import sources
 from harness.errors import UserError
 from harness.families.gsm8k import final_answer
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import Item
 
 FIELDS = '{"question": str, "answer": str (the final number, or a solution ending "#### N")}'
 
 
-def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
-    return []
-
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
-    spec = with_overrides(selection.spec, opts)
-    if selection.subtask is not None:
-        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    spec = single_row_spec(selection, opts)
     prompt = load_prompt(spec.prompt)
     rows = sources.user_task_records(spec.name, spec.split, opts, FIELDS)
     for doc_id, row in enumerate(rows):

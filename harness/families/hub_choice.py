@@ -23,20 +23,14 @@ from typing import Any, Callable
 from harness import sources
 from harness.errors import UserError
 from harness.families.gsm8k import lm_eval_random_draw
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import Item
 
-
-def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
-    """None: ARC-Easy, ARC-Challenge and HellaSwag are one row each."""
-    return []
 
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
     """The single row ``spec.name``: the split's rows in Hub order, each with its full prompt."""
-    spec = with_overrides(selection.spec, opts)
-    if selection.subtask is not None:
-        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    spec = single_row_spec(selection, opts)
     to_doc = _doc_function(spec)
     prompt = load_prompt(spec.prompt)
     shots = spec.num_fewshot

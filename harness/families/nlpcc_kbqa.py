@@ -18,15 +18,12 @@ from typing import Any
 
 from harness import sources
 from harness.errors import UserError
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import Item
 
 LAYOUT = "--data-dir DIR expects nlpcc_kbqa/nlpcc-iccpol-2016.kbqa.{training,testing}-data (as released by NLPCC-ICCPOL 2016)"
 _FIELD = re.compile(r"<(question|triple|answer) id=(\d+)>\t(.*)")
 
-
-def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
-    return []
 
 
 def read_kbqa(path: Path) -> list[dict[str, Any]]:
@@ -65,9 +62,7 @@ def kbqa_records(split: str, opts: BuildOptions) -> list[dict[str, Any]]:
 
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
-    spec = with_overrides(selection.spec, opts)
-    if selection.subtask is not None:
-        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    spec = single_row_spec(selection, opts)
     prompt = load_prompt(spec.prompt)
     shots = spec.num_fewshot
     pool = kbqa_records(spec.fewshot_split, opts)[:shots] if shots else []

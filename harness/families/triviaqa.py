@@ -18,20 +18,14 @@ from typing import Any
 from harness import sources
 from harness.errors import UserError
 from harness.families.gsm8k import lm_eval_random_draw
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
 
-
-def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
-    """None: TriviaQA is one row."""
-    return []
 
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
     """The single row ``spec.name``: validation rows in Hub order, each with its k-shot prompt."""
-    spec = with_overrides(selection.spec, opts)
-    if selection.subtask is not None:
-        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    spec = single_row_spec(selection, opts)
     prompt = load_prompt(spec.prompt)
     shots = spec.num_fewshot
     if shots and not spec.fewshot_split:

@@ -23,20 +23,14 @@ from typing import Any, Callable
 
 from harness import sources
 from harness.errors import UserError
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import CHOICE_CONTEXTS_SEPARATOR, Item
 
-
-def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
-    """None: each task is one row."""
-    return []
 
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
     """The single row ``spec.name``: the split's documents in file order, each rendered zero-shot."""
-    spec = with_overrides(selection.spec, opts)
-    if selection.subtask is not None:
-        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    spec = single_row_spec(selection, opts)
     if spec.num_fewshot or spec.prompt_type != "zeroshot":
         # Pythia's evaluations are zero-shot, and the few-shot (train) splits have no local copy.
         raise UserError(
