@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.registry import BuildOptions
+from harness.registry import BuildOptions, TaskSpec
 
 MMLU_LAYOUT = "--data-dir DIR expects mmlu/{dev,val,test}/<subject>_{dev,val,test}.csv (headerless CSV as released)"
 CEVAL_LAYOUT = (
@@ -140,6 +140,23 @@ def hub_splits_records(
 
 
 PARQUET_BRANCH = "refs/convert/parquet"
+
+
+def hub_rows_and_shot_pool(spec: TaskSpec, opts: BuildOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A Hub-only task's evaluation rows and the rows its ``spec.num_fewshot`` shots are drawn from
+    (empty for zero-shot), in Hub order."""
+    shots = spec.num_fewshot
+    if shots and not spec.fewshot_split:
+        raise UserError(f"{spec.name} has no split to draw {shots} shots from; pass --num-fewshot 0")
+    splits = [spec.split] + ([spec.fewshot_split] if shots and spec.fewshot_split != spec.split else [])
+    tables = hub_splits_records(spec.hub_path, [(spec.hub_name, split) for split in splits], opts.hub_revision, HUB_ONLY_FIX)
+    rows = tables[(spec.hub_name, spec.split)]
+    pool = tables[(spec.hub_name, spec.fewshot_split)] if shots else []
+    if shots > len(pool):
+        raise UserError(
+            f"{spec.name}: {shots} shots asked but the {spec.fewshot_split} split has {len(pool)} rows; lower --num-fewshot"
+        )
+    return rows, pool
 
 
 def _split_patterns(config: str | None, split: str) -> list[str]:

@@ -34,18 +34,7 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
     to_doc = _doc_function(spec)
     prompt = load_prompt(spec.prompt)
     shots = spec.num_fewshot
-    if shots and not spec.fewshot_split:
-        raise UserError(f"{spec.name} has no split to draw {shots} shots from; pass --num-fewshot 0")
-    splits = [spec.split] + ([spec.fewshot_split] if shots and spec.fewshot_split != spec.split else [])
-    tables = sources.hub_splits_records(
-        spec.hub_path, [(spec.hub_name, split) for split in splits], opts.hub_revision, sources.HUB_ONLY_FIX
-    )
-    rows = tables[(spec.hub_name, spec.split)]
-    pool = tables[(spec.hub_name, spec.fewshot_split)] if shots else []
-    if shots > len(pool):
-        raise UserError(
-            f"{spec.name}: {shots} shots asked but the {spec.fewshot_split} split has {len(pool)} rows; lower --num-fewshot"
-        )
+    rows, pool = sources.hub_rows_and_shot_pool(spec, opts)
 
     rnd = random.Random(spec.options.get("fewshot_seed", 1234))
     exclude_item = bool(spec.options.get("fewshot_excludes_item", False))
