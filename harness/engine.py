@@ -401,7 +401,7 @@ class Engine:
         while True:
             kwargs = self._model_kwargs(positions, cache, self._logits_to_keep(1), use_cache=True)
             output = self._forward(input_ids, attention_mask, **kwargs)
-            cache = output.past_key_values
+            cache = _output_cache(output)
             if scores is None:  # the prefill: every row's prompt is in the cache, nothing generated yet
                 scores = self._score_on_prompt_cache(rows, output.logits[:, -1, :], cache, attention_mask, positions)
             # Argmax of float32 logits, as transformers' greedy search takes it.  The host needs the
@@ -559,7 +559,7 @@ class Engine:
         """Forward shared prefixes (each on top of its own cached prefix, if any) and keep their caches."""
         input_ids, attention_mask, positions, cache = self._segment_batch(segments, left_pad=False)
         kwargs = self._model_kwargs(positions, cache, self._logits_to_keep(1), use_cache=True)
-        cache = self._forward(input_ids, attention_mask, **kwargs).past_key_values
+        cache = _output_cache(self._forward(input_ids, attention_mask, **kwargs))
         return [
             cached_prefix(cache, attention_mask, b, (s.prefix.length if s.prefix else 0) + len(s.tokens))
             for b, s in enumerate(segments)
@@ -593,7 +593,8 @@ class Engine:
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {**extra, "use_cache": use_cache or cache is not None}
         if cache is not None:
-            kwargs["past_key_values"] = cache
+            # transformers renamed past_key_values to cache (5.2x; the old name goes in 5.40)
+            kwargs["cache" if "cache" in self._forward_params else "past_key_values"] = cache
         if "position_ids" in self._forward_params:
             kwargs["position_ids"] = positions
         return kwargs
@@ -782,3 +783,9 @@ def tokenizer_fingerprint(tokenizer: Any, add_bos_token: bool | None) -> str | N
     digest = hashlib.sha256(backend.to_str().encode("utf-8"))
     digest.update(repr((add_bos_token, tokenizer.bos_token_id, tokenizer.eos_token_id)).encode("utf-8"))
     return digest.hexdigest()
+
+
+def _output_cache(output: Any) -> Any:
+    """The KV cache of a forward's output, under its name before or after transformers' rename."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
