@@ -452,6 +452,13 @@ def test_race_last_questions_equal_lm_eval(level, tmp_path):
         assert task.doc_to_target(instances[doc_id][0].doc) == item.gold
         assert_scores_equal_lm_eval(task, instances[doc_id][0].doc, item)
 
+    # race_lm_eval is lm-eval's docs themselves: one item per article, doc_id = lm-eval's doc index
+    lm_items = build(f"race_lm_eval:{level}", LOCAL)[f"race_lm_eval:{level}"]
+    assert [i.doc_id for i in lm_items] == list(range(len(instances)))
+    for doc_id, item in enumerate(lm_items):
+        assert [inst.arguments for inst in instances[doc_id]] == [(item.context, c) for c in item.choices]
+        assert task.doc_to_target(instances[doc_id][0].doc) == item.gold
+
 
 def test_race_from_the_hub_equals_the_files_per_article(cached_hub, tmp_path):
     hub = build("race:high", HUB)["race:high"]

@@ -6,6 +6,8 @@ prompted with the article and questions 0..j-1 answered, so the item of each art
 question is exactly lm-eval's doc (``meta["last_in_article"]`` marks them).  One row per level
 (``race:high``, ``race:middle``), ``doc_id`` = position in the canonical order (files sorted by
 name, then questions in file order; see ``harness/race_articles.py`` for the Hub's order).
+``race_lm_eval`` keeps only each article's last question, lm-eval's own items, so its numbers are
+lm-eval's ``race``.
 
 Zero-shot by default.  No train split is at hand, so ``--num-fewshot k`` draws k other articles of
 the same level and split for each item, with lm-eval's default sampler (``random.Random(seed)``,
@@ -57,7 +59,11 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
         seed = spec.options.get("fewshot_seed", 1234)
         rnd = random.Random(seed)
         source = f"other articles of {level} {spec.split}, random.Random({seed})" if shots else None
-        order = ((position, article, q) for position, article in enumerate(articles) for q in range(len(article["questions"])))
+        if spec.options.get("last_question_only"):
+            # race_lm_eval: lm-eval's docs exactly, one per article (doc_id = the article's position)
+            order = ((position, article, len(article["questions"]) - 1) for position, article in enumerate(articles))
+        else:
+            order = ((position, article, q) for position, article in enumerate(articles) for q in range(len(article["questions"])))
         items: list[Item] = []
         # One draw per item, in item order, so --limit keeps the first items' exemplars.
         for doc_id, (position, article, question) in enumerate(islice(order, opts.limit)):
