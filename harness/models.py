@@ -356,19 +356,22 @@ def load_model(
     trust_remote_code: bool = False,
     gguf_cache_dir: Path | None = None,
     tokenizers: dict[str, PreTrainedTokenizerBase] | None = None,
+    content_hash: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
     """Load ``model`` (folder, .gguf file or hub id at ``revision``) in eval mode on ``device``.
 
     ``tokenizers``, a dict the caller keeps (a sweep keeps one for all its checkpoints), holds the
     tokenizers already loaded by the digest of their files: a checkpoint whose tokenizer files are
     byte-identical to an earlier one's gets that tokenizer object instead of loading its own.
+    ``content_hash``: a local folder's ``folder_content_hash`` when the caller has just computed it
+    (a sweep does, for the unit keys), so multi-GB weights are not read twice to hash them.
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     kind = _model_kind(model)
     label = _revision_label(model, revision)
     resolved_revision: str | None = None
-    content_hash: str | None = None
+    known_hash, content_hash = content_hash, None
     if kind == "hub":
         resolved_revision, files = resolve_hub_revision(model, revision)
         # Loading by commit, not by the branch name, pins the weights to the commit we record.
@@ -389,7 +392,7 @@ def load_model(
             if revision is not None:
                 raise UserError(f"--revision {revision!r} does not apply to the local folder {model!r}; drop it")
             folder = Path(model).expanduser()
-            content_hash = folder_content_hash(folder)
+            content_hash = known_hash or folder_content_hash(folder)
         files = [p.name for p in folder.iterdir()]
         network = _load_weights(
             str(folder),

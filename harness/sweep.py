@@ -273,6 +273,7 @@ def _prepare(
             loaded = load_model(
                 planned.checkpoint.model, revision=planned.checkpoint.revision, dtype=config.dtype,
                 device=config.device, trust_remote_code=config.trust_remote_code, tokenizers=inputs.tokenizers,
+                content_hash=identity.content_hash if identity is not None else None,
             )
         except Exception as error:  # noqa: BLE001 - corrupt or missing weights fail this checkpoint only
             load_error = error

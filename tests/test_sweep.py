@@ -367,7 +367,7 @@ def test_report_on_the_tiny_sweep_writes_figures_and_tables(reference, tmp_path)
 
 def test_tokenizer_loaded_and_prompts_tokenized_once_for_the_whole_sweep(config_file, tmp_path, monkeypatch):
     """Both runs share one tokenizer: it is loaded once, and each distinct prompt text is encoded
-    once across all six checkpoints, not once per checkpoint."""
+    once across all six checkpoints, not once per checkpoint; each checkpoint is hashed once."""
     from transformers import AutoTokenizer
 
     from harness.engine import Engine
@@ -379,9 +379,16 @@ def test_tokenizer_loaded_and_prompts_tokenized_once_for_the_whole_sweep(config_
     load_tokenizer = AutoTokenizer.from_pretrained.__func__
     monkeypatch.setattr(AutoTokenizer, "from_pretrained",
                         classmethod(lambda cls, path, *a, **k: loads.append(str(path)) or load_tokenizer(cls, path, *a, **k)))
+    from harness import models
+
+    hashed: list[str] = []
+    hash_folder = models.folder_content_hash
+    monkeypatch.setattr(models, "folder_content_hash", lambda folder: hashed.append(str(folder)) or hash_folder(folder))
     assert _sweep("--config", str(config_file), "--out", str(tmp_path / "out"), "--no-prefetch") == 0
     assert encoded and len(encoded) == len(set(encoded))
     assert len(loads) == 1, loads
+    # each checkpoint's weights are hashed once: for its unit keys, and that hash is reused to load it
+    assert len(hashed) == 2 * len(CHECKPOINT_STEPS) and len(set(hashed)) == len(hashed), hashed
 
 
 def test_checkpoints_with_other_tokenizer_files_get_their_own_tokenizer(runs, tmp_path):
