@@ -38,6 +38,7 @@ def _add_loss_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="local copies of the datasets laid out like shared/data (default: the HF hub / cache)")
+    parser.add_argument("--data-revision", help="revision (branch, tag or commit) of the hub datasets, for reproducible data (default: main)")
     parser.add_argument("--num-fewshot", type=int, help="override the task's number of shots")
     parser.add_argument("--prompt", dest="prompt_type", choices=["zeroshot", "fewshot", "cot"], help="override the task's prompt type")
     parser.add_argument("--bigbench-mode", choices=["auto", "gen", "mc"], default="auto", help="BIG-bench tasks with both forms: generative (default) or multiple choice")
@@ -172,7 +173,7 @@ def cmd_eval(args) -> int:
         bigbench_mode=args.bigbench_mode, add_bos_token=args.add_bos_token, prefix_cache=not args.no_prefix_cache,
         trust_remote_code=args.trust_remote_code, loss_corpus=args.loss_corpus,
         loss_window=args.loss_window, loss_tokens=args.loss_tokens, out=args.out,
-        progress=not args.no_progress, task_files=tuple(args.task_files),
+        progress=not args.no_progress, task_files=tuple(args.task_files), data_revision=args.data_revision,
     )
     path = evaluate(config, log=lambda msg: print(msg, file=sys.stderr))
     from harness.distributed import launched_ranks
@@ -205,7 +206,7 @@ def cmd_sweep(args) -> int:
         "trust_remote_code": args.trust_remote_code, "prefix_cache": False if args.no_prefix_cache else None,
         "shard": parse_shard(args.shard) if args.shard is not None else None, "save_every": args.save_every,
         "prefetch": False if args.no_prefetch else None, "progress": False if args.no_progress else None,
-        "task_files": tuple(args.task_files) or None,
+        "task_files": tuple(args.task_files) or None, "data_revision": args.data_revision,
     }
     loss = loss_settings(
         corpus=args.loss_corpus, loss_from=args.loss_from, window=args.loss_window, tokens=args.loss_tokens,
@@ -298,7 +299,6 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_prompt(args) -> int:
-
     from harness import registry
     from harness.evaluate import build_task_rows
 
@@ -306,6 +306,7 @@ def cmd_prompt(args) -> int:
     opts = registry.BuildOptions(
         data_dir=args.data_dir, num_fewshot=args.num_fewshot, prompt_type=args.prompt_type,
         bigbench_mode=args.bigbench_mode, limit=args.index + 1, task_files=tuple(args.task_files),
+        hub_revision=args.data_revision,
     )
     (built,) = build_task_rows([selection], opts)
     if len(built.rows) != 1:

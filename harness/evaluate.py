@@ -43,6 +43,7 @@ class EvalConfig:
     out: Path = Path("results")
     progress: bool = True
     task_files: tuple[tuple[str, str], ...] = ()  # --task-file NAME=PATH|HUB_ID
+    data_revision: str | None = None  # hub datasets' revision (branch, tag or commit)
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(
@@ -52,6 +53,7 @@ class EvalConfig:
             prompt_type=self.prompt_type,
             bigbench_mode=self.bigbench_mode,
             task_files=self.task_files,
+            hub_revision=self.data_revision,
         )
 
 

@@ -74,11 +74,13 @@ class SweepConfig:
     prefetch: bool = True  # read the next checkpoint's weights while this one is evaluated
     progress: bool = True
     task_files: tuple[tuple[str, str], ...] = ()  # (task, local .jsonl or hub id): --task-file / task_files:
+    data_revision: str | None = None  # hub datasets' revision: --data-revision / data_revision:
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(
             data_dir=self.data_dir, limit=self.limit, num_fewshot=self.num_fewshot,
             prompt_type=self.prompt_type, bigbench_mode=self.bigbench_mode, task_files=self.task_files,
+            hub_revision=self.data_revision,
         )
 
 
@@ -157,7 +159,7 @@ def select_models(models: tuple[ModelSweep, ...], spec: str) -> tuple[ModelSweep
 _GLOBAL_KEYS = {
     "out", "tasks", "data_dir", "limit", "num_fewshot", "prompt", "bigbench_mode", "dtype", "device", "batch_size",
     "add_bos_token", "trust_remote_code", "prefix_cache", "save_every", "prefetch", "loss", "tokens_per_step", "models",
-    "task_files",
+    "task_files", "data_revision",
 }
 _MODEL_KEYS = {"model", "revisions", "checkpoints", "name", "size", "loss", "tokens_per_step"}
 _LOSS_KEYS = {"corpus", "from", "window", "tokens", "smoothing"}
@@ -252,6 +254,7 @@ def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
         save_every=int(raw.get("save_every", 256)),
         prefetch=bool(raw.get("prefetch", True)),
         task_files=_task_files(path, raw.get("task_files"), base),
+        data_revision=None if raw.get("data_revision") is None else str(raw["data_revision"]),
     )
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     return validated(config)

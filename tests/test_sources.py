@@ -237,3 +237,19 @@ def test_a_script_dataset_is_read_from_the_hubs_parquet_branch(offline_hub):
     assert [r["q"] for r in sources.hub_split_records("someone/scripted", "logiqa", "test", None)] == ["a", "b", "c"]
     with pytest.raises(UserError, match=r"someone/scripted \(config logiqa, split validation\)"):
         sources.hub_split_records("someone/scripted", "logiqa", "validation", None)
+
+
+def test_data_revision_selects_the_hub_datasets_revision(offline_hub, capsys):
+    """--data-revision reaches the hub reader: a dataset cached only at tag v1 is read at v1."""
+    from harness import cli
+
+    repo = _hub_repo(
+        offline_hub, "openai/gsm8k",
+        {f"main/{split}-00000-of-00001.parquet": _gsm8k_hub_frame(DATA / f"gsm8k/{split}.jsonl") for split in ("test", "train")},
+    )
+    (repo / "refs" / "main").rename(repo / "refs" / "v1")
+    assert cli.main(["prompt", "--task", "gsm8k:fewshot", "--index", "0", "--data-revision", "v1"]) == 0
+    first_question = json.loads((DATA / "gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines()[0])["question"]
+    assert first_question in capsys.readouterr().out
+    assert cli.main(["prompt", "--task", "gsm8k:fewshot", "--index", "0"]) == 2  # main is not cached
+    assert "openai/gsm8k is not in the Hub cache" in capsys.readouterr().err

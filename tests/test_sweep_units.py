@@ -201,8 +201,10 @@ def test_sweep_task_files_from_the_config_and_flags(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(sweep, "run_sweep", lambda config, log: seen.append(config) or (_ for _ in ()).throw(SystemExit(0)))
     with pytest.raises(SystemExit):
-        cli.main(["sweep", "--checkpoints", str(tmp_path), "--tasks", "clozet", "--task-file", "clozet=x.jsonl"])
+        cli.main(["sweep", "--checkpoints", str(tmp_path), "--tasks", "clozet", "--task-file", "clozet=x.jsonl",
+                  "--data-revision", "v1"])
     assert seen[0].build_options().task_files == (("clozet", "x.jsonl"),)
+    assert seen[0].build_options().hub_revision == "v1"
 
 
 @pytest.mark.parametrize(
