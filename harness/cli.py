@@ -116,10 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("train-tiny", help="train the demo's tiny GPT-NeoX family on the CPU, offline (HF checkpoints at log-spaced steps)")
     tiny.add_argument("--out", type=Path, help="suite folder (default results/demo/suite; results/demo-quick/suite with --quick)")
-    tiny.add_argument("--quick", action="store_true", help="the reduced suite the tests use (about a minute)")
+    tiny.add_argument("--quick", action="store_true", help="the reduced suite the tests use (a few minutes)")
     demo = sub.add_parser("demo", help="train the tiny family (or reuse it), sweep its checkpoints and write the report: the loss threshold end to end")
     demo.add_argument("--out", type=Path, help="output folder (default results/demo; results/demo-quick with --quick)")
-    demo.add_argument("--quick", action="store_true", help="a reduced demo (about a minute): fewer, smaller models and steps")
+    demo.add_argument("--quick", action="store_true", help="a reduced demo (a few minutes): smaller models, fewer steps")
     return parser
 
 
