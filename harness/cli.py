@@ -378,6 +378,9 @@ def cmd_demo(args) -> int:
     result = run_demo(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT), quick=args.quick,
                       log=lambda message: print(message, file=sys.stderr))
     print("\n".join(result.summary))
+    if result.predictions:
+        print("\nprediction test (can the target log-probability, fitted before the jump, foresee it?):")
+        print(result.predictions)
     timings = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.seconds.items())
     print(f"report: {result.report}  (held-out loss beside the trainer's: {result.losses}; {timings})")
     return 0

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from harness.report import Report, build_report, write_report
+from harness.report import Report, build_report, prediction_frame, write_report
+from harness.table import markdown_table
 from harness.tiny_suite import ADDITION, Log, ModelSize, SuiteConfig, train_suite
 
 DEFAULT_OUT = Path("results/demo")
@@ -66,6 +67,7 @@ class DemoResult:
     losses: Path  # losses.csv: held-out loss beside the trainer's
     summary: tuple[str, ...]
     seconds: dict[str, float]
+    predictions: str = ""  # the prediction test's table (markdown): can target_logprob foresee the jump?
 
 
 def sweep_yaml(manifest: dict, suite_dir: Path, out: Path) -> dict:
@@ -150,9 +152,11 @@ def run_demo(out: Path, *, quick: bool = False, log: Log = print) -> DemoResult:
 
     started = time.monotonic()
     table = results_table(sweep.out)
-    report = build_report(table, source=str(sweep.out), resamples=BOOTSTRAP, seed=SEED)
+    # items_root: the per-item records (target log-probabilities) feed the prediction test
+    report = build_report(table, source=str(sweep.out), resamples=BOOTSTRAP, seed=SEED, items_root=sweep.out)
     write_report(report, out / "report")
     losses_path = out / "losses.csv"
     losses_frame(table, manifest, suite_dir).to_csv(losses_path, index=False)
     seconds["report"] = time.monotonic() - started
-    return DemoResult(out, out / "report" / "index.html", losses_path, tuple(summary_lines(report)), seconds)
+    predictions = markdown_table(prediction_frame(report)) if report.predictions else ""
+    return DemoResult(out, out / "report" / "index.html", losses_path, tuple(summary_lines(report)), seconds, predictions)

@@ -104,3 +104,38 @@ def gguf_cache_dir() -> Path:
     from harness.models import default_gguf_cache_dir
 
     return default_gguf_cache_dir()
+
+
+# -- an offline HF hub cache ------------------------------------------------------------------------
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch) -> Path:
+    """An empty offline hub cache. huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE once, at
+    import, and transformers asks its constants module: patch the environment and the constants."""
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def hub_dataset_repo(cache: Path, repo_id: str, files: dict, commit: str = HUB_COMMIT) -> Path:
+    """A cached dataset repo as huggingface_hub lays it out, refs/main -> snapshots/<commit>/<file>;
+    each file's rows (a DataFrame or a list of dicts) written as parquet."""
+    import pandas as pd
+
+    repo = cache / ("datasets--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit, encoding="utf-8")
+    for relative, rows in files.items():
+        path = repo / "snapshots" / commit / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)).to_parquet(path, index=False)
+    return repo

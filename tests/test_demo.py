@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -113,8 +112,15 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     largest = em[em["size"] == QUICK.sizes[-1].name].sort_values("step")
     assert largest["value"].iloc[-1] >= largest["value"].iloc[0] + 0.1
 
-    for name in ("index.html", "report.md", "thresholds.csv", "points.csv", "figures/performance_vs_loss.png"):
+    for name in ("index.html", "report.md", "thresholds.csv", "points.csv", "figures/performance_vs_loss.png",
+                 "figures/companions_bigbench_two_digit_addition.png", "predictions.csv"):
         assert (out / "report" / name).is_file(), name
+    # the continuous companion moves with the loss, and the prediction test's table is printed
+    logprob = table[(table["task"] == "bigbench:two_digit_addition") & (table["metric"] == "target_logprob_per_token")]
+    for size, rows in logprob.groupby("size"):
+        rows = rows.sort_values("step")
+        assert rows["value"].iloc[-1] > rows["value"].iloc[0] + 0.5, size
+    assert "prediction test" in printed and "mean exp(target_logprob)" in printed
     losses = (out / "losses.csv").read_text(encoding="utf-8").splitlines()
     assert losses[0] == "size,step,heldout_loss,train_loss" and len(losses) == 1 + len(em)
     assert (out / "sweep.yaml").is_file()

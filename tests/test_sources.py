@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import HUB_COMMIT, hub_dataset_repo
 from harness import registry, sources
 from harness.errors import UserError
 from harness.registry import BuildOptions
 
 DATA = Path(__file__).parent / "fixtures" / "data"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 # --- local readers ------------------------------------------------------------------------------
@@ -87,18 +87,6 @@ def test_require_files_names_first_missing_files_and_count(tmp_path):
 # --- the Hub, through a real cache layout --------------------------------------------------------
 
 
-def _hub_repo(cache: Path, repo_id: str, files: dict[str, pd.DataFrame]) -> Path:
-    """A cached dataset repo as huggingface_hub lays it out: refs/main -> snapshots/<commit>/..."""
-    repo = cache / ("datasets--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(COMMIT, encoding="utf-8")
-    for relative, frame in files.items():
-        path = repo / "snapshots" / COMMIT / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
-    return repo
-
-
 def _mmlu_hub_frame(path: Path, subject: str) -> pd.DataFrame:
     # Independent of harness.sources: the csv module and cais/mmlu's column names.
     with open(path, newline="", encoding="utf-8") as f:
@@ -126,21 +114,7 @@ def _gsm8k_hub_frame(path: Path) -> pd.DataFrame:
 
 
 @pytest.fixture
-def offline_hub(tmp_path, monkeypatch):
-    """An empty offline Hub cache; huggingface_hub reads these constants at import time, so patch both."""
-    import huggingface_hub.constants as hub_constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-@pytest.fixture
-def cached_hub(offline_hub):
+def cached_hub(empty_hub):
     """cais/mmlu (anatomy, abstract_algebra), ceval/ceval-exam (computer_network), openai/gsm8k (main)."""
     mmlu = {}
     for subject in ("anatomy", "abstract_algebra"):
@@ -148,9 +122,9 @@ def cached_hub(offline_hub):
             mmlu[f"{subject}/{split}-00000-of-00001.parquet"] = _mmlu_hub_frame(
                 DATA / f"mmlu/{split}/{subject}_{split}.csv", subject
             )
-    _hub_repo(offline_hub, "cais/mmlu", mmlu)
-    _hub_repo(
-        offline_hub,
+    hub_dataset_repo(empty_hub, "cais/mmlu", mmlu)
+    hub_dataset_repo(
+        empty_hub,
         "ceval/ceval-exam",
         {
             f"computer_network/{split}-00000-of-00001.parquet": _ceval_hub_frame(
@@ -159,12 +133,12 @@ def cached_hub(offline_hub):
             for split in ("val", "dev")
         },
     )
-    _hub_repo(
-        offline_hub,
+    hub_dataset_repo(
+        empty_hub,
         "openai/gsm8k",
         {f"main/{split}-00000-of-00001.parquet": _gsm8k_hub_frame(DATA / f"gsm8k/{split}.jsonl") for split in ("test", "train")},
     )
-    return offline_hub
+    return empty_hub
 
 
 def test_hub_mmlu_records_equal_local_csv(cached_hub):
@@ -191,11 +165,11 @@ def test_hub_ceval_uses_the_chinese_name_table_of_the_spec(cached_hub):
     assert sources.hub_split_records("ceval/ceval-exam", "computer_network", "val", None)[0]["explanation"] == ""
 
 
-def test_hub_shards_are_read_in_order_and_data_folder_is_accepted(offline_hub):
+def test_hub_shards_are_read_in_order_and_data_folder_is_accepted(empty_hub):
     first = pd.DataFrame({"question": ["q0", "q1"], "answer": ["#### 0", "#### 1"]})
     second = pd.DataFrame({"question": ["q2"], "answer": ["#### 2"]})
-    _hub_repo(
-        offline_hub,
+    hub_dataset_repo(
+        empty_hub,
         "someone/sharded",
         {
             "main/test-00001-of-00002.parquet": second,
@@ -209,7 +183,7 @@ def test_hub_shards_are_read_in_order_and_data_folder_is_accepted(offline_hub):
     assert [r["question"] for r in no_folder] == ["q0", "q1"]
 
 
-def test_hub_not_cached_offline_is_a_one_line_user_error(offline_hub):
+def test_hub_not_cached_offline_is_a_one_line_user_error(empty_hub):
     with pytest.raises(UserError) as err:
         sources.hub_split_records("openai/gsm8k", "main", "test", None)
     message = str(err.value)
@@ -221,12 +195,12 @@ def test_hub_cached_repo_without_the_split_is_a_user_error(cached_hub):
         sources.hub_split_records("cais/mmlu", "astronomy", "test", None)
 
 
-def test_a_script_dataset_is_read_from_the_hubs_parquet_branch(offline_hub):
+def test_a_script_dataset_is_read_from_the_hubs_parquet_branch(empty_hub):
     """EleutherAI/logiqa's main branch holds a loading script; its rows are on refs/convert/parquet
     as <config>/<split>/NNNN.parquet (cached under refs/refs/convert/parquet)."""
-    repo = _hub_repo(offline_hub, "someone/scripted", {})
-    (repo / "snapshots" / COMMIT).mkdir(parents=True)
-    (repo / "snapshots" / COMMIT / "scripted.py").write_text("# a datasets loading script\n", encoding="utf-8")
+    repo = hub_dataset_repo(empty_hub, "someone/scripted", {})
+    (repo / "snapshots" / HUB_COMMIT).mkdir(parents=True)
+    (repo / "snapshots" / HUB_COMMIT / "scripted.py").write_text("# a datasets loading script\n", encoding="utf-8")
     converted = "c" * 40
     (repo / "refs" / "refs" / "convert").mkdir(parents=True)
     (repo / "refs" / "refs" / "convert" / "parquet").write_text(converted, encoding="utf-8")
@@ -239,12 +213,12 @@ def test_a_script_dataset_is_read_from_the_hubs_parquet_branch(offline_hub):
         sources.hub_split_records("someone/scripted", "logiqa", "validation", None)
 
 
-def test_data_revision_selects_the_hub_datasets_revision(offline_hub, capsys):
+def test_data_revision_selects_the_hub_datasets_revision(empty_hub, capsys):
     """--data-revision reaches the hub reader: a dataset cached only at tag v1 is read at v1."""
     from harness import cli
 
-    repo = _hub_repo(
-        offline_hub, "openai/gsm8k",
+    repo = hub_dataset_repo(
+        empty_hub, "openai/gsm8k",
         {f"main/{split}-00000-of-00001.parquet": _gsm8k_hub_frame(DATA / f"gsm8k/{split}.jsonl") for split in ("test", "train")},
     )
     (repo / "refs" / "main").rename(repo / "refs" / "v1")

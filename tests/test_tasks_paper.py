@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import hub_dataset_repo
 from harness import companions, extraction, registry, scoring, store
 from harness.errors import UserError
 from harness.families import race as race_family
@@ -28,7 +29,6 @@ DATA = FIXTURES / "data"
 HUB_ROWS = FIXTURES / "hub"
 LOCAL = BuildOptions(data_dir=DATA)
 HUB = BuildOptions()
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 # Where each fixture split lives in a Hub snapshot (the datasets' parquet layouts).
 HUB_FILES = {
@@ -76,37 +76,12 @@ RACE_HUB_ORDER = ["high/20685.txt", "high/11747.txt", "high/1412.txt"]
 RACE_FILES = {"high": ["high/11747.txt", "high/1412.txt", "high/20685.txt"], "middle": ["middle/2565.txt", "middle/774.txt"]}
 
 
-def write_hub_repo(cache: Path, repo_id: str, files: dict[str, list[dict]]) -> None:
-    """A cached dataset repo as huggingface_hub lays it out: refs/main -> snapshots/<commit>/..."""
-    repo = cache / ("datasets--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(COMMIT, encoding="utf-8")
-    for relative, rows in files.items():
-        path = repo / "snapshots" / COMMIT / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_parquet(path, index=False)
-
-
 @pytest.fixture
-def offline_hub(tmp_path, monkeypatch) -> Path:
-    """An empty offline Hub cache; huggingface_hub reads these constants at import time, so patch both."""
-    import huggingface_hub.constants as hub_constants
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-@pytest.fixture
-def cached_hub(offline_hub) -> Path:
+def cached_hub(empty_hub) -> Path:
     for repo_id, files in HUB_FILES.items():
-        write_hub_repo(offline_hub, repo_id, {parquet: hub_rows(jsonl) for parquet, jsonl in files.items()})
-    write_hub_repo(offline_hub, "EleutherAI/race", {"high/test-00000-of-00001.parquet": eleutherai_race_rows(RACE_HUB_ORDER)})
-    return offline_hub
+        hub_dataset_repo(empty_hub, repo_id, {parquet: hub_rows(jsonl) for parquet, jsonl in files.items()})
+    hub_dataset_repo(empty_hub, "EleutherAI/race", {"high/test-00000-of-00001.parquet": eleutherai_race_rows(RACE_HUB_ORDER)})
+    return empty_hub
 
 
 def build(name: str, opts: BuildOptions = HUB) -> dict:
@@ -244,7 +219,7 @@ def test_race_limit_and_fewshot_draw_other_articles():
         build("race:middle", BuildOptions(data_dir=DATA, num_fewshot=2))
 
 
-def test_race_errors(tmp_path, offline_hub):
+def test_race_errors(tmp_path, empty_hub):
     with pytest.raises(UserError, match=r"unknown race level 'low'; known levels: high, middle"):
         build("race:low", LOCAL)
     with pytest.raises(UserError, match=r"no RACE files in .*race/test/high; --data-dir DIR expects race/test/\{high,middle\}/\*\.txt"):
@@ -269,7 +244,7 @@ def test_hub_only_tasks_ignore_data_dir_and_limit_keeps_first_items(cached_hub):
         assert build(name, BuildOptions(limit=2))[name] == full[:2]
 
 
-def test_hub_only_offline_without_cache_is_a_one_line_error(offline_hub):
+def test_hub_only_offline_without_cache_is_a_one_line_error(empty_hub):
     for name, repo in (("arc_easy", "allenai/ai2_arc"), ("hellaswag", "Rowan/hellaswag"), ("triviaqa", "mandarjoshi/trivia_qa")):
         with pytest.raises(UserError) as err:
             build(name, BuildOptions(data_dir=DATA))
