@@ -10,9 +10,10 @@ import hashlib
 from typing import Any, Callable, Sequence
 
 from harness import companions, extraction, metrics
+from harness.families import nlpcc_kbqa
 from harness.registry import TaskSpec
 from harness.requests import GenerationResult, Item, LoglikelihoodResult
-from harness.families import nlpcc_kbqa
+
 
 def prompt_sha256(context: str) -> str:
     return hashlib.sha256(context.encode("utf-8")).hexdigest()
