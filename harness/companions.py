@@ -9,8 +9,8 @@ before.  Beside each generation and its exact match a record keeps:
   continuation's token count.  exp(target_logprob) is the probability that sampling produces the
   gold continuation verbatim;
 - ``final_answer_logprob`` (families whose gold continuation is reasoning then a final answer,
-  GSM8K chain of thought): log-probability of the final-answer span given the prompt and the gold
-  reasoning;
+  GSM8K: " The answer is N." in chain of thought, "#### N" after a worked solution):
+  log-probability of the final-answer span given the prompt and the gold reasoning;
 - ``token_edit_distance`` and ``char_edit_distance``: Levenshtein distance between the extracted
   answer and the nearest accepted answer, in the model's tokens and in characters.
 
@@ -42,7 +42,8 @@ class GoldContinuation:
     """What the model would have to write after the prompt to be right.
 
     ``texts``: one continuation per accepted answer, in the item's target order.  ``final_answer``:
-    the end of ``texts[0]`` that states the answer (GSM8K's " The answer is N."); its log-probability
+    the end of ``texts[0]`` that states the answer (GSM8K: " The answer is N." after chain-of-thought
+    reasoning, "#### N" after a worked solution); its log-probability
     given the rest is recorded too.
     """
 

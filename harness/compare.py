@@ -153,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
             f"no (model, step, task, metric) of {args.ours} is in {args.reference}; check that both hold the same "
             "models (hub ids), steps and task names"
         )
-    out = args.out or Path(args.ours) / "compare"
+    ours = Path(args.ours)
+    out = args.out or (ours.parent if ours.is_file() else ours) / "compare"  # OURS may be one results.json
     written = write_comparison(comparison, out)
     print(comparison.summary_line())
     print(f"table: {written[0]}\nreport: {written[1]}")

@@ -90,7 +90,10 @@ def read_item_records(root: Path, tasks: set[str], metric: str) -> pd.DataFrame:
         loss = (results.get("loss") or {}).get("loss")
         if loss is None:
             continue
-        paths = [folder / store.ITEMS_NAME] + sorted((folder / store.UNITS_DIR).glob("*.items.jsonl"))
+        # a sweep folder: only the item logs of the units its merged view keeps (a rerun with other
+        # settings supersedes older units, whose records must not mix in); an eval folder: items.jsonl
+        units = results.get("units") or {}
+        paths = [folder / store.ITEMS_NAME] + [folder / unit["items"] for unit in units.values() if "items" in unit]
         for path in paths:
             if not path.exists():
                 continue

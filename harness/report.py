@@ -260,6 +260,8 @@ def build_report(frame: pd.DataFrame, *, source: str = "", tasks: list[str] | No
     ]
     has_loss = bool(points["loss"].notna().any())
     generative = generative_tasks(points, frame, [a.task for a in analyses])
+    if x == "loss" and not has_loss:
+        x = "step"  # the default axis, on results without a loss (a plain eval, imported results)
     x_column = "params_non_embedding" if x == "params" else x
     if generative and not points[x_column].notna().any():
         raise UserError(f"the results have no {x} for the --x axis; pick one they hold (loss, step, compute or params)")
@@ -469,7 +471,7 @@ def _sections(report: Report, shown: dict[str, list[str]]) -> list[Section]:
     if "companions" in shown:
         sections.append(Section("Generative tasks: exact match and its continuous companions", (
             ("target_logprob is the log-probability of the gold continuation given the prompt (per token: divided by "
-             "its token count; final_answer_logprob: of GSM8K's \"The answer is N.\" given the gold reasoning); "
+             "its token count; final_answer_logprob: of GSM8K's final answer, \"The answer is N.\" or \"#### N\", given the gold reasoning); "
              "token_edit_distance and char_edit_distance separate the extracted answer from the nearest target. "
              "Smooth companions that move while exact match sits at zero are what the prediction test below uses."),
         ), images=tuple(shown["companions"])))

@@ -87,9 +87,20 @@ def read_ceval_csv(path: Path) -> list[dict[str, Any]]:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """One JSON object per non-empty line, in file order."""
+    """One JSON object per non-empty line, in file order; a malformed line is a one-line UserError."""
+    records = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(f"{path}:{line_no}: not valid JSON ({error.msg}); the file needs one JSON object per line") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{path}:{line_no}: a {type(record).__name__}, not a JSON object; the file needs one object per line")
+            records.append(record)
+    return records
 
 
 def _ceval_record(row: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ metrics:
   winogrande: each option ends its own context and the same continuation is scored after each
   companions of a generative item's exact match (ours): target_logprob, the log-probability of the gold
       continuation given the prompt (the best of several accepted answers), target_logprob_per_token (/ its
-      tokens), final_answer_logprob (GSM8K: "The answer is N." given the gold reasoning), token_edit_distance
+      tokens), final_answer_logprob (GSM8K: "The answer is N." (chain of thought) or "#### N" (gsm8k:fewshot) given the gold reasoning), token_edit_distance
       and char_edit_distance (extracted answer to the nearest target; lower is better); BIG-bench rows whose
       task.json lists rouge add rouge1, rouge2, rougeLsum (F-measure x 100, best target)
   every metric: mean, stderr, n and the random-guess baseline; parent tasks add <metric>_macro

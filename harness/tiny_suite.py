@@ -115,7 +115,7 @@ class SuiteConfig:
 
 
 def stdlib_docstrings() -> list[str]:
-    """Docstrings of every top-level module of the standard library (module, class, function), in file order."""
+    """Docstrings of every top-level module of the standard library (module, class, function), in ast.walk order."""
     root = Path(sysconfig.get_paths()["stdlib"])
     texts: list[str] = []
     for path in sorted(root.glob("*.py")):

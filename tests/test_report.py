@@ -249,3 +249,17 @@ def test_a_given_cut_reaches_the_prediction_test(tmp_path, capsys):
     row = pd.read_csv(tmp_path / "out" / "predictions.csv")
     assert (row["cut"] == 3.0).all() and (row.loc[row["loss"] > 3.0, "role"] == "fitted").all()
     assert "3.000 (given)" in capsys.readouterr().out
+
+
+def test_generative_results_without_loss_draw_their_companions_against_step(tmp_path, monkeypatch, capsys):
+    """A plain `harness eval` without --loss-corpus (or imported results) still gets its report."""
+    from test_prediction import synthetic_items, write_item_sweep
+
+    results = write_item_sweep(tmp_path / "results", synthetic_items(surrogate_predicts=True))
+    table = results_table(results).assign(loss=float("nan"))
+    monkeypatch.setattr(report, "results_table", lambda root: table)
+    out = tmp_path / "out"
+    assert report.run(report_args(results, out)) == 0
+    _png(out / "figures" / "companions_toy.png")
+    assert not (out / "predictions.csv").exists()  # the prediction test needs the loss axis
+    assert "needs a pre-training loss" in (out / "report.md").read_text()

@@ -227,3 +227,13 @@ def test_data_revision_selects_the_hub_datasets_revision(empty_hub, capsys):
     assert first_question in capsys.readouterr().out
     assert cli.main(["prompt", "--task", "gsm8k:fewshot", "--index", "0"]) == 2  # main is not cached
     assert "openai/gsm8k is not in the Hub cache" in capsys.readouterr().err
+
+
+def test_a_malformed_jsonl_line_is_a_one_line_user_error(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"question": "a"}\n\n{"question": "b",\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"rows.jsonl:3: not valid JSON .*one JSON object per line"):
+        sources.read_jsonl(path)
+    path.write_text('{"question": "a"}\n["b"]\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"rows.jsonl:2: a list, not a JSON object"):
+        sources.read_jsonl(path)

@@ -297,6 +297,30 @@ def test_prompts_choices_and_gold_equal_lm_eval(name, tmp_path):
             assert task.doc_to_target(doc) == item.gold
 
 
+@pytest.mark.parametrize("name", ["piqa", "sciq", "logiqa", "wsc"])
+def test_acc_and_acc_norm_equal_lm_evals_process_results(name, tmp_path):
+    """On log-likelihoods where dividing by the length with or without the leading space disagree."""
+    task = lm_eval_task(name, tmp_path)
+    docs = {inst.doc_id: inst.doc for inst in task.instances}
+    for item in build(name):
+        texts = [choice[1:] for choice in item.choices]
+        # per character the longest choice is best without the delimiter, the shortest with it
+        short, long = (f(range(len(texts)), key=lambda j: len(texts[j])) for f in (min, max))
+        cases = [[-2.0 * (j + 1) for j in range(len(texts))]]
+        if len(texts[short]) < len(texts[long]):
+            a, b = len(texts[short]), len(texts[long])
+            logprobs = [-1000.0] * len(texts)
+            logprobs[long], logprobs[short] = -float(b), -(a + (a + 1) * b / (b + 1)) / 2
+            cases.append(logprobs)
+        for logprobs in cases:
+            theirs = task.process_results(docs[item.doc_id], [(lp, False) for lp in logprobs])
+            results = [LoglikelihoodResult(lp, 1, len(c.encode()), False) for lp, c in zip(logprobs, item.choices)]
+            ours = scoring.score_multiple_choice(item, results)["metrics"]
+            for metric in ("acc", "acc_norm"):
+                if metric in theirs:
+                    assert ours[metric] == theirs[metric], (metric, item.doc_id, logprobs)
+
+
 # --- scoring --------------------------------------------------------------------------------------
 
 

@@ -60,8 +60,10 @@ def render(prompt: dict[str, Any], row: str, doc_id: int, fields: dict[str, str]
     context = prompt["text"].format_map(fields)
     if "continuation" in prompt:
         return Item(task=row, doc_id=doc_id, context=context, choices=(delimiter + prompt["continuation"].format_map(fields),))
-    choices = tuple(delimiter + template.format_map(fields) for template in prompt["choices"])
-    return Item(task=row, doc_id=doc_id, context=context, choices=choices, gold=gold)
+    texts = [template.format_map(fields) for template in prompt["choices"]]
+    # lm-eval length-normalises acc_norm by the choice text without the target delimiter
+    return Item(task=row, doc_id=doc_id, context=context, choices=tuple(delimiter + text for text in texts), gold=gold,
+                meta={"choice_texts": texts})
 
 
 # --- documents: local upstream files or the Hub, in the Hub's columns ------------------------------
