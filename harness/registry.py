@@ -139,6 +139,16 @@ def with_overrides(spec: TaskSpec, opts: BuildOptions) -> TaskSpec:
     return replace(spec, **changes) if changes else spec
 
 
+def selected_subtasks(selection: TaskSelection, known: list[str], noun: str) -> list[str]:
+    """The subtasks a selection runs: its own ``:<subtask>`` (which must be one of ``known``), else all
+    of ``known`` in the order given; ``noun`` names them in the error ("subject", "level")."""
+    if selection.subtask is None:
+        return list(known)
+    if selection.subtask not in known:
+        raise UserError(f"unknown {selection.spec.name} {noun} {selection.subtask!r}; known {noun}s: {', '.join(known)}")
+    return [selection.subtask]
+
+
 def single_row_spec(selection: TaskSelection, opts: BuildOptions) -> TaskSpec:
     """The spec, with the user's overrides, of a task that is a single row (no ``:<subtask>``)."""
     spec = with_overrides(selection.spec, opts)

@@ -139,3 +139,46 @@ def hub_dataset_repo(cache: Path, repo_id: str, files: dict, commit: str = HUB_C
         path.parent.mkdir(parents=True, exist_ok=True)
         (rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)).to_parquet(path, index=False)
     return repo
+
+
+# -- shared checks of task families -----------------------------------------------------------------
+
+
+def evaluate_tiny(model_dir: Path, out: Path, tasks, **config) -> tuple[dict, list[dict]]:
+    """``harness eval`` of the tiny model on fixture tasks (3 items each, fp32, CPU): results.json and
+    the item records."""
+    import json
+
+    from harness.evaluate import EvalConfig, evaluate
+
+    path = evaluate(
+        EvalConfig(model=str(model_dir), tasks=tuple(tasks), data_dir=FIXTURES / "data", limit=3, batch_size=4,
+                   device="cpu", dtype="float32", out=out, progress=False, **config),
+        log=lambda message: None,
+    )
+    results = json.loads(path.read_text(encoding="utf-8"))
+    records = [json.loads(line) for line in path.with_name("items.jsonl").read_text(encoding="utf-8").splitlines()]
+    return results, records
+
+
+def assert_scores_equal_lm_eval(task, doc: dict, item, metrics=("acc", "acc_norm", "acc_bytes")) -> None:
+    """``metrics`` of lm-eval's process_results and ours on the same log-likelihoods, chosen so that
+    normalising by lengths with or without the target delimiter can disagree."""
+    from harness import scoring
+    from harness.requests import LoglikelihoodResult
+
+    texts = [c[1:] for c in item.choices]
+    cases = [[-(len(t) + 1) * w for t, w in zip(texts, weights)] for weights in ([1.0, 1.1, 0.9, 1.2, 1.0], [0.5, 2.0, 1.0, 1.0, 0.7])]
+    short, long = (f(range(len(texts)), key=lambda j: len(texts[j])) for f in (min, max))
+    if len(texts[short]) < len(texts[long]):
+        # per character the long choice wins without the delimiter, the short one with it
+        a, b = len(texts[short]), len(texts[long])
+        logprobs = [-1000.0] * len(texts)
+        logprobs[long], logprobs[short] = -float(b), -(a + (a + 1) * b / (b + 1)) / 2
+        cases.append(logprobs)
+    for logprobs in cases:
+        theirs = task.process_results(doc, [(lp, False) for lp in logprobs])
+        results = [LoglikelihoodResult(lp, 1, len(c.encode()), False) for lp, c in zip(logprobs, item.choices)]
+        ours = scoring.score_multiple_choice(item, results)["metrics"]
+        for name in metrics:
+            assert ours[name] == theirs[name], (name, item.task, item.doc_id, logprobs)

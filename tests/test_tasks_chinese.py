@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import evaluate_tiny
 from harness import cli, registry, scoring, sources
 from harness.errors import UserError
 from harness.families import nlpcc_kbqa
@@ -239,17 +240,7 @@ TASKS = ("c3", "cluewsc2020", "nlpcc_kbqa", "clozet", "gsm8k_zh")
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, tmp_path_factory, one_torch_thread):
-    from harness.evaluate import EvalConfig, evaluate
-
-    out = tmp_path_factory.mktemp("chinese_run")
-    path = evaluate(
-        EvalConfig(model=str(tiny_model_dir), tasks=TASKS, data_dir=DATA, limit=3, batch_size=4, device="cpu",
-                   dtype="float32", out=out, progress=False, task_files=TASK_FILES),
-        log=lambda message: None,
-    )
-    results = json.loads(path.read_text(encoding="utf-8"))
-    records = [json.loads(line) for line in path.with_name("items.jsonl").read_text(encoding="utf-8").splitlines()]
-    return results, records
+    return evaluate_tiny(tiny_model_dir, tmp_path_factory.mktemp("chinese_run"), TASKS, task_files=TASK_FILES)
 
 
 def test_results_have_every_tasks_metrics(tiny_run):

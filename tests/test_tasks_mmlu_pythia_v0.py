@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import evaluate_tiny
 from harness import registry, scoring
 from harness.errors import UserError
 from harness.registry import BuildOptions
@@ -110,24 +111,14 @@ def test_spec_subjects_and_errors(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, tmp_path_factory, one_torch_thread):
     """The parent task over the two subjects the excerpts hold (the spec otherwise lists all 57)."""
-    from harness.evaluate import EvalConfig, evaluate
-
     specs = registry.all_specs()
     original = specs["mmlu_pythia_v0"]
     two = dataclasses.replace(original, options={**original.options, "subjects": ["abstract_algebra", "anatomy"]})
     specs["mmlu_pythia_v0"] = two
     try:
-        out = tmp_path_factory.mktemp("mmlu_v0_run")
-        path = evaluate(
-            EvalConfig(model=str(tiny_model_dir), tasks=("mmlu_pythia_v0",), data_dir=DATA, limit=3, batch_size=4,
-                       device="cpu", dtype="float32", out=out, progress=False),
-            log=lambda message: None,
-        )
+        return evaluate_tiny(tiny_model_dir, tmp_path_factory.mktemp("mmlu_v0_run"), ["mmlu_pythia_v0"])
     finally:
         specs["mmlu_pythia_v0"] = original
-    results = json.loads(path.read_text(encoding="utf-8"))
-    records = [json.loads(line) for line in path.with_name("items.jsonl").read_text(encoding="utf-8").splitlines()]
-    return results, records
 
 
 def test_results_have_rows_and_parent(tiny_run):

@@ -17,12 +17,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import hub_dataset_repo
+from conftest import assert_scores_equal_lm_eval, hub_dataset_repo
 from harness import companions, extraction, registry, scoring, store
 from harness.errors import UserError
 from harness.families import race as race_family
 from harness.registry import BuildOptions
-from harness.requests import LoglikelihoodResult
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"
@@ -323,26 +322,6 @@ def lm_eval_task(task_yaml: str, splits: dict[str, list[dict]], tmp_path: Path, 
     task.set_fewshot_seed(1234)  # lm-eval's default fewshot_random_seed
     task.build_all_requests(limit=limit, rank=0, world_size=1)
     return task
-
-
-def assert_scores_equal_lm_eval(task, doc: dict, item) -> None:
-    """acc, acc_norm and acc_bytes of lm-eval's process_results and ours on the same log-likelihoods,
-    chosen so that normalising by lengths with or without the target delimiter can disagree."""
-    texts = [c[1:] for c in item.choices]
-    cases = [[-(len(t) + 1) * w for t, w in zip(texts, weights)] for weights in ([1.0, 1.1, 0.9, 1.2, 1.0], [0.5, 2.0, 1.0, 1.0, 0.7])]
-    short, long = (f(range(len(texts)), key=lambda j: len(texts[j])) for f in (min, max))
-    if len(texts[short]) < len(texts[long]):
-        # per character the long choice wins without the delimiter, the short one with it
-        a, b = len(texts[short]), len(texts[long])
-        logprobs = [-1000.0] * len(texts)
-        logprobs[long], logprobs[short] = -float(b), -(a + (a + 1) * b / (b + 1)) / 2
-        cases.append(logprobs)
-    for logprobs in cases:
-        theirs = task.process_results(doc, [(lp, False) for lp in logprobs])
-        results = [LoglikelihoodResult(lp, 1, len(c.encode()), False) for lp, c in zip(logprobs, item.choices)]
-        ours = scoring.score_multiple_choice(item, results)["metrics"]
-        for name in ("acc", "acc_norm", "acc_bytes"):
-            assert ours[name] == theirs[name], (name, item.task, item.doc_id, logprobs)
 
 
 def by_doc(instances) -> dict[int, list]:

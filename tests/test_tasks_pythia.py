@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import assert_scores_equal_lm_eval, evaluate_tiny
 from harness import metrics, registry, scoring, sources
 from harness.errors import UserError
 from harness.families import zeroshot
@@ -297,28 +298,14 @@ def test_prompts_choices_and_gold_equal_lm_eval(name, tmp_path):
             assert task.doc_to_target(doc) == item.gold
 
 
-@pytest.mark.parametrize("name", ["piqa", "sciq", "logiqa", "wsc"])
-def test_acc_and_acc_norm_equal_lm_evals_process_results(name, tmp_path):
+@pytest.mark.parametrize("name, metrics", [("piqa", ("acc", "acc_norm")), ("sciq", ("acc", "acc_norm")),
+                                           ("logiqa", ("acc", "acc_norm")), ("wsc", ("acc",))])
+def test_acc_and_acc_norm_equal_lm_evals_process_results(name, metrics, tmp_path):
     """On log-likelihoods where dividing by the length with or without the leading space disagree."""
     task = lm_eval_task(name, tmp_path)
     docs = {inst.doc_id: inst.doc for inst in task.instances}
     for item in build(name):
-        texts = [choice[1:] for choice in item.choices]
-        # per character the longest choice is best without the delimiter, the shortest with it
-        short, long = (f(range(len(texts)), key=lambda j: len(texts[j])) for f in (min, max))
-        cases = [[-2.0 * (j + 1) for j in range(len(texts))]]
-        if len(texts[short]) < len(texts[long]):
-            a, b = len(texts[short]), len(texts[long])
-            logprobs = [-1000.0] * len(texts)
-            logprobs[long], logprobs[short] = -float(b), -(a + (a + 1) * b / (b + 1)) / 2
-            cases.append(logprobs)
-        for logprobs in cases:
-            theirs = task.process_results(docs[item.doc_id], [(lp, False) for lp in logprobs])
-            results = [LoglikelihoodResult(lp, 1, len(c.encode()), False) for lp, c in zip(logprobs, item.choices)]
-            ours = scoring.score_multiple_choice(item, results)["metrics"]
-            for metric in ("acc", "acc_norm"):
-                if metric in theirs:
-                    assert ours[metric] == theirs[metric], (metric, item.doc_id, logprobs)
+        assert_scores_equal_lm_eval(task, docs[item.doc_id], item, metrics)
 
 
 # --- scoring --------------------------------------------------------------------------------------
@@ -359,17 +346,7 @@ def test_item_checks_its_per_choice_contexts():
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, tmp_path_factory, one_torch_thread):
-    from harness.evaluate import EvalConfig, evaluate
-
-    out = tmp_path_factory.mktemp("pythia_run")
-    path = evaluate(
-        EvalConfig(model=str(tiny_model_dir), tasks=TASKS, data_dir=DATA, limit=3, batch_size=4, device="cpu",
-                   dtype="float32", out=out, progress=False),
-        log=lambda message: None,
-    )
-    results = json.loads(path.read_text(encoding="utf-8"))
-    records = [json.loads(line) for line in path.with_name("items.jsonl").read_text(encoding="utf-8").splitlines()]
-    return results, records
+    return evaluate_tiny(tiny_model_dir, tmp_path_factory.mktemp("pythia_run"), TASKS)
 
 
 def test_results_have_every_tasks_metrics(tiny_run):

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from harness import sources
 from harness.errors import UserError
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
 from harness.requests import Item
 
 LETTERS = ("A", "B", "C", "D")
@@ -34,11 +34,7 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
     """One row ``"<task>:<subject>"`` per selected subject, items in split-file order."""
     spec = with_overrides(selection.spec, opts)
     names = subject_names(spec, opts)
-    if selection.subtask is not None and selection.subtask not in names:
-        raise UserError(
-            f"unknown {spec.name} subject {selection.subtask!r}; known subjects: {', '.join(sorted(names))}"
-        )
-    subjects = [selection.subtask] if selection.subtask is not None else sorted(names)
+    subjects = selected_subtasks(selection, sorted(names), "subject")
     shots = spec.num_fewshot
     splits = [spec.split] + ([spec.fewshot_split] if shots and spec.fewshot_split != spec.split else [])
     records = _LOADERS[_dataset(spec)](subjects, splits, opts, spec.hub_path, spec.hub_name or "{subject}")

@@ -51,23 +51,30 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
             picked = [i for i in range(len(pool)) if not (same_split and pool[i] == doc)][:shots]
         else:
             raise ValueError(f"task {spec.name}: options.sampler must be first_n or random, not {sampler!r}")
-        context = "".join(prompt["exemplar"].format_map(pool[i]) + prompt["fewshot_delimiter"] for i in picked)
-        context += prompt["question"].format_map(doc)
-        meta: dict[str, Any] = {"answer": doc["answer"]}
-        if from_split:
-            meta["fewshot_doc_ids"] = picked
-        items.append(
-            Item(
-                task=spec.name,
-                doc_id=doc_id,
-                context=context,
-                targets=(final_answer(doc["answer"]),),
-                stop=tuple(prompt["stop"]),
-                max_new_tokens=spec.max_new_tokens,
-                meta=meta,
-            )
-        )
+        items.append(question_item(spec, prompt, doc_id, doc, [pool[i] for i in picked], picked if from_split else None))
     return {spec.name: items}
+
+
+def question_item(
+    spec: TaskSpec, prompt: dict[str, Any], doc_id: int, doc: dict[str, Any], exemplars: list[dict[str, Any]],
+    fewshot_doc_ids: list[int] | None,
+) -> Item:
+    """A GSM8K-style item: the solved exemplars, then the question; the target is the number after
+    ``####`` of the doc's answer.  ``fewshot_doc_ids`` (None: fixed exemplars) is recorded in meta."""
+    context = "".join(prompt["exemplar"].format_map(e) + prompt["fewshot_delimiter"] for e in exemplars)
+    context += prompt["question"].format_map(doc)
+    meta: dict[str, Any] = {"answer": doc["answer"]}
+    if fewshot_doc_ids is not None:
+        meta["fewshot_doc_ids"] = fewshot_doc_ids
+    return Item(
+        task=spec.name,
+        doc_id=doc_id,
+        context=context,
+        targets=(final_answer(doc["answer"]),),
+        stop=tuple(prompt["stop"]),
+        max_new_tokens=spec.max_new_tokens,
+        meta=meta,
+    )
 
 
 def final_answer(solution: str) -> str:

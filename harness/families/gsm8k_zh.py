@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from harness import sources
 from harness.errors import UserError
-from harness.families.gsm8k import final_answer
+from harness.families.gsm8k import question_item
 from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import Item
 
@@ -32,22 +32,7 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
     items = []
     for doc_id, row in enumerate(rows[: opts.limit]):
         picked = [i for i in range(len(rows)) if i != doc_id][:shots]
-        context = "".join(prompt["exemplar"].format_map(rows[i]) + prompt["fewshot_delimiter"] for i in picked)
-        context += prompt["question"].format_map(row)
-        meta = {"answer": row["answer"]}
-        if shots:
-            meta["fewshot_doc_ids"] = picked
-        items.append(
-            Item(
-                task=spec.name,
-                doc_id=doc_id,
-                context=context,
-                targets=(final_answer(row["answer"]),),
-                stop=tuple(prompt["stop"]),
-                max_new_tokens=spec.max_new_tokens,
-                meta=meta,
-            )
-        )
+        items.append(question_item(spec, prompt, doc_id, row, [rows[i] for i in picked], picked if shots else None))
     return {spec.name: items}
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from harness import sources
 from harness.errors import UserError
 from harness.families.choice_exam import LETTERS
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
 from harness.requests import Item
 
 
@@ -25,10 +25,7 @@ def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
     """One row ``"<task>:<subject>"`` per selected subject, test items in file order."""
     spec = with_overrides(selection.spec, opts)
-    known = subtasks(spec, opts)
-    if selection.subtask is not None and selection.subtask not in known:
-        raise UserError(f"unknown {spec.name} subject {selection.subtask!r}; known subjects: {', '.join(known)}")
-    subjects = [selection.subtask] if selection.subtask is not None else known
+    subjects = selected_subtasks(selection, subtasks(spec, opts), "subject")
     shots = spec.num_fewshot
     splits = [spec.split] + ([spec.fewshot_split] if shots else [])
     records = sources.mmlu_records(subjects, splits, opts, spec.hub_path or "cais/mmlu", spec.hub_name or "{subject}")

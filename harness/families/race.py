@@ -24,7 +24,7 @@ from typing import Any
 from harness.errors import UserError
 from harness.families.gsm8k import lm_eval_random_draw
 from harness.race_articles import gold_index, race_articles
-from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
+from harness.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
 from harness.requests import Item
 
 
@@ -36,13 +36,11 @@ def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
     """One row ``race:<level>`` per selected level; items in canonical order."""
     spec = with_overrides(selection.spec, opts)
-    levels = subtasks(spec, opts)
-    if selection.subtask is not None and selection.subtask not in levels:
-        raise UserError(f"unknown {spec.name} level {selection.subtask!r}; known levels: {', '.join(levels)}")
+    levels = selected_subtasks(selection, subtasks(spec, opts), "level")
     prompt = load_prompt(spec.prompt)
     shots = spec.num_fewshot
     rows: dict[str, list[Item]] = {}
-    for level in [selection.subtask] if selection.subtask else levels:
+    for level in levels:
         row = f"{spec.name}:{level}"
         articles = race_articles(
             level,
