@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.errors import NonFiniteOutput, UserError, check_run_values
 
 
 def _batch_size(value: str) -> int | str:
@@ -17,9 +17,7 @@ def _batch_size(value: str) -> int | str:
         size = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"batch size must be an integer or 'auto', got {value!r}") from None
-    if size < 1:
-        raise argparse.ArgumentTypeError("batch size must be at least 1")
-    return size
+    return size  # its range is checked with the other counts, as a one-line error (errors.check_run_values)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +56,14 @@ def _add_task_file_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_log_to_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-to", action="append", default=[], metavar="tensorboard:DIR|wandb[:PROJECT]",
+        help="also write each checkpoint's harness/<task>/<metric> and harness/loss series against its step "
+             "(TensorBoard event files under DIR/<model>, or a W&B run, offline unless WANDB_MODE says otherwise); repeatable",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--stats", action="store_true", help="print tokens forwarded vs a naive per-request evaluation, per task")
     ev.add_argument("--out", type=Path, default=Path("results"))
     ev.add_argument("--no-progress", action="store_true")
+    _add_log_to_arg(ev)
 
     _add_sweep_parser(sub)
 
@@ -98,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--format", default="csv", choices=["csv", "parquet", "markdown"])
     table.add_argument("--output", type=Path)
     table.add_argument("--tokens-per-step", help="tokens per training step for tokens_seen and compute: a number or 'pythia' (2,097,152); default: each checkpoint's recorded one")
+    table.add_argument("--loss-from-task", metavar="TASK:METRIC",
+                       help="loss column = ln(that perplexity) at the same checkpoint, a proxy for results without a loss, "
+                            "e.g. lambada_openai:perplexity (loss_source says so)")
 
     from harness import import_lm_eval
 
@@ -115,11 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_arguments(compare_parser)
 
     tiny = sub.add_parser("train-tiny", help="train the demo's tiny GPT-NeoX family on the CPU, offline (HF checkpoints at log-spaced steps)")
-    tiny.add_argument("--out", type=Path, help="suite folder (default results/demo/suite; results/demo-quick/suite with --quick)")
+    tiny.add_argument("--out", type=Path, help="suite folder (default the demo's folder + /suite, e.g. results/demo/suite)")
     tiny.add_argument("--quick", action="store_true", help="the reduced suite the tests use (a few minutes)")
     demo = sub.add_parser("demo", help="train the tiny family (or reuse it), sweep its checkpoints and write the report: the loss threshold end to end")
-    demo.add_argument("--out", type=Path, help="output folder (default results/demo; results/demo-quick with --quick)")
+    demo.add_argument("--out", type=Path, help="output folder (default results/demo, results/demo-seed1, ...; results/demo-quick[-seedN] with --quick)")
     demo.add_argument("--quick", action="store_true", help="a reduced demo (a few minutes): smaller models, fewer steps")
+    demo.add_argument("--loss-source", choices=["mixture", "docstrings"], default="mixture",
+                      help="whose summary to print: the held-out training mixture's loss (default) or the held-out "
+                           "docstrings' (general text, no arithmetic); both reports are written")
+    for command in (tiny, demo):
+        command.add_argument("--seed", type=int, default=0, help="the suite's seed: corpus split, initialisation, data order (default 0)")
+        command.add_argument("--threads", type=int, help="torch threads for training (default 2; 1 with --quick); "
+                                                         "the trained weights depend on it, so it is part of the suite's settings")
     return parser
 
 
@@ -158,14 +175,18 @@ def _add_sweep_parser(sub) -> None:
     sw.add_argument("--save-every", type=int, help="items scored between two flushes of a task's item log (default 256)")
     sw.add_argument("--no-prefetch", action="store_true", help="do not read the next checkpoint while this one is evaluated (halves peak memory)")
     sw.add_argument("--no-progress", action="store_true")
+    _add_log_to_arg(sw)
 
 
 def cmd_eval(args) -> int:
     from harness.evaluate import EvalConfig, evaluate
     from harness.table import stats_markdown, summary_markdown
 
+    from harness.loggers import parse_log_to
+
     if args.loss_corpus is not None and not args.loss_corpus.exists():
         raise UserError(f"--loss-corpus {args.loss_corpus} does not exist; pass a .txt or .jsonl file")
+    log_targets = [parse_log_to(text) for text in args.log_to]
     config = EvalConfig(
         model=args.model, revision=args.revision, tasks=tuple(t for t in args.tasks.split(",") if t),
         dtype=args.dtype, device=args.device, batch_size=args.batch_size, data_dir=args.data_dir,
@@ -180,16 +201,34 @@ def cmd_eval(args) -> int:
 
     if not launched_ranks().is_main:
         return 0  # the main process writes and prints the gathered results
+    if log_targets:
+        from harness.loggers import Loggers
+
+        results = json.loads(path.read_text(encoding="utf-8"))
+        loggers = Loggers(log_targets, config.out)
+        loggers.log_results(results.get("name") or args.model, results, results.get("step"))
+        loggers.close()
     print(summary_markdown(path))
     if args.stats:
         print(stats_markdown(path))
     print(f"results: {path}\nitems:   {path.with_name('items.jsonl')}")
+    from harness import registry
+
+    # this run's tasks only: a failure an earlier eval left in the same folder is listed in the file
+    asked = {s.label for s in registry.resolve(list(config.tasks))} | ({"loss"} if config.loss_corpus else set())
+    failures = [f for f in json.loads(path.read_text(encoding="utf-8")).get("failures", []) if f["task"] in asked]
+    if failures:  # a diverged checkpoint is a failure, not a score of 0
+        print(f"{len(failures)} failed:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure['task']}: {failure['error']}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_sweep(args) -> int:
     from dataclasses import replace
 
+    from harness.loggers import Loggers, parse_log_to
     from harness.loss_sources import loss_settings
     from harness.sweep import run_sweep
     from harness.sweep_config import (
@@ -198,6 +237,7 @@ def cmd_sweep(args) -> int:
     from harness.units import parse_shard
 
     tokens_per_step = parse_tokens_per_step(args.tokens_per_step)
+    log_targets = [parse_log_to(text) for text in args.log_to]
     overrides = {
         "tasks": tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks is not None else None,
         "out": args.out, "data_dir": args.data_dir, "limit": args.limit, "num_fewshot": args.num_fewshot,
@@ -235,7 +275,12 @@ def cmd_sweep(args) -> int:
             loss=loss, tokens_per_step=tokens_per_step,
         )
         config = validated(replace(SweepConfig(models=(model,)), **{k: v for k, v in overrides.items() if v is not None}))
-    summary = run_sweep(config, log=lambda message: print(message, file=sys.stderr))
+    loggers = Loggers(log_targets, config.out) if log_targets else None
+    try:
+        summary = run_sweep(config, log=lambda message: print(message, file=sys.stderr), loggers=loggers)
+    finally:
+        if loggers is not None:
+            loggers.close()
     print(
         f"sweep {summary.shard}: {summary.units_done} units run, {summary.units_skipped} already done, "
         f"{summary.units_failed} failed (of {summary.units_owned} owned, {summary.units_in_sweep} in the sweep); "
@@ -276,16 +321,26 @@ def cmd_loss(args) -> int:
 
     if args.loss_corpus is None:
         raise UserError("harness loss needs --loss-corpus PATH (.txt or .jsonl with a 'text' field)")
+    check_run_values(loss_window=args.loss_window, loss_tokens=args.loss_tokens, batch_size=args.batch_size)
     model, tokenizer, info = load_model(
         args.model, revision=args.revision, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
     )
     result = pretraining_loss(
         model, tokenizer, args.loss_corpus, window=args.loss_window, max_tokens=args.loss_tokens, batch_size=args.batch_size
     )
-    record = {"model": dataclasses.asdict(info), "loss": {**dataclasses.asdict(result), "source": "corpus"}}
+    from harness.models import run_provenance
+    from harness.units import CheckpointIdentity, identity_digest
+
+    record = {
+        "model": dataclasses.asdict(info), "loss": {**dataclasses.asdict(result), "source": "corpus"},
+        "provenance": run_provenance(info.device, info.dtype),
+    }
     print(f"loss {result.loss:.6f} nats/token  bits_per_byte {result.bits_per_byte:.6f}  tokens {result.tokens}  windows {result.windows}x{result.window}")
     if args.out is not None:
-        path = args.out / store.checkpoint_dirname(args.model, args.revision) / "loss.json"
+        identity = CheckpointIdentity(
+            info.model if info.source == "hub" else None, info.resolved_revision, info.content_hash, info.dtype
+        )
+        path = args.out / store.checkpoint_dirname(args.model, args.revision, identity_digest(identity)) / "loss.json"
         store.write_json_atomic(path, record)
         print(f"written: {path}")
     return 0
@@ -331,11 +386,13 @@ def cmd_prompt(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from harness.table import render, results_table
-
     from harness.sweep_config import parse_tokens_per_step
+    from harness.table import render, results_table, with_task_loss
 
-    text = render(results_table(args.path, parse_tokens_per_step(args.tokens_per_step)), args.format, args.output)
+    frame = results_table(args.path, parse_tokens_per_step(args.tokens_per_step))
+    if args.loss_from_task:
+        frame = with_task_loss(frame, args.loss_from_task)
+    text = render(frame, args.format, args.output)
     if text is not None:
         sys.stdout.write(text)
     return 0
@@ -360,11 +417,12 @@ def cmd_compare(args) -> int:
 
 
 def cmd_train_tiny(args) -> int:
-    from harness.demo import DEFAULT_OUT, FULL, QUICK, QUICK_OUT
+    from harness.demo import default_out, suite_config
     from harness.tiny_suite import train_suite
 
-    out = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT) / "suite"
-    manifest = train_suite(QUICK if args.quick else FULL, out, log=lambda message: print(message, file=sys.stderr))
+    settings = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
+    out = args.out or default_out(**settings) / "suite"
+    manifest = train_suite(suite_config(**settings), out, log=lambda message: print(message, file=sys.stderr))
     for size in manifest["sizes"]:
         print(f"{size['name']}: {size['params_non_embedding']:,} non-embedding parameters, checkpoints at steps "
               f"{', '.join(map(str, size['checkpoint_steps']))}, final training loss {size['final_train_loss']}")
@@ -373,16 +431,19 @@ def cmd_train_tiny(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from harness.demo import DEFAULT_OUT, QUICK_OUT, run_demo
+    from harness.demo import default_out, run_demo
 
-    result = run_demo(args.out or (QUICK_OUT if args.quick else DEFAULT_OUT), quick=args.quick,
-                      log=lambda message: print(message, file=sys.stderr))
-    print("\n".join(result.summary))
-    if result.predictions:
+    settings = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
+    result = run_demo(args.out or default_out(**settings), **settings, log=lambda message: print(message, file=sys.stderr))
+    source = args.loss_source
+    print("\n".join(result.summaries[source]))
+    if result.predictions[source]:
         print("\nprediction test (can the target log-probability, fitted before the jump, foresee it?):")
-        print(result.predictions)
+        print(result.predictions[source])
     timings = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.seconds.items())
-    print(f"report: {result.report}  (held-out loss beside the trainer's: {result.losses}; {timings})")
+    other = ", ".join(f"{s}: {path}" for s, path in result.reports.items() if s != source)
+    print(f"report: {result.reports[source]}  (against the {source} loss; also {other}; both held-out losses beside "
+          f"the trainer's: {result.losses}; {timings})")
     return 0
 
 
@@ -400,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"harness {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteOutput as error:  # `harness loss` of a diverged checkpoint: a failure, not a number
+        print(f"harness {args.command}: failed: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; results already written are kept", file=sys.stderr)
         return 130

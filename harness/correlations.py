@@ -1,4 +1,5 @@
-"""How closely a task's metric follows the pre-training loss: Spearman and Pearson, with n (Du et al.'s Table 2)."""
+"""How closely a task's metric follows the pre-training loss: Spearman and Pearson, with n (Du et al.'s Table 2),
+over every model's checkpoints and over each model's own."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+from harness.points import POOLED
 
 
 @dataclass(frozen=True)
@@ -36,3 +40,26 @@ def loss_correlation(loss, value) -> Correlation:
         rho, rho_p = stats.spearmanr(x, y)
         r, r_p = stats.pearsonr(x, y)
     return Correlation(n, float(rho), float(rho_p), float(r), float(r_p))
+
+
+
+def correlation_table(points: pd.DataFrame, tasks: list[str], max_loss: float | None = None) -> pd.DataFrame:
+    """Per (task, metric): the correlation over every model's checkpoints (``scope`` POOLED) and over
+    each model's own (``scope`` its label), each row saying which points it used.
+
+    ``max_loss`` leaves out checkpoints above that loss: a step-0 model sits at about ln(vocabulary)
+    nats (10.8 for Pythia), far from every trained checkpoint, and alone makes |r| large.
+    """
+    rows = []
+    chosen = points[points["task"].isin(tasks) & points["loss"].notna()]
+    for (task, metric), group in chosen.groupby(["task", "metric"], sort=False):
+        scopes = [(POOLED, group)] + [(label, g) for label, g in group.groupby("series_label", sort=False)]
+        for scope, g in scopes:
+            kept = g if max_loss is None else g[g["loss"] <= max_loss]
+            c = loss_correlation(kept["loss"], kept["value"])
+            rows.append({"task": task, "metric": metric, "scope": scope, **vars(c),
+                         "left_out": len(g) - len(kept), "max_loss": max_loss,
+                         "loss_min": float(kept["loss"].min()) if len(kept) else np.nan,
+                         "loss_max": float(kept["loss"].max()) if len(kept) else np.nan})
+    return pd.DataFrame(rows, columns=["task", "metric", "scope", "n", "spearman", "spearman_p", "pearson", "pearson_p",
+                                       "left_out", "max_loss", "loss_min", "loss_max"])

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness import batching
-from harness.errors import UserError
+from harness.errors import NonFiniteOutput, UserError, require_finite
 from harness.models import context_length
 from harness.prefix_cache import (
     MIN_SHARED_TOKENS,
@@ -41,7 +41,13 @@ from harness.prefix_cache import (
     stack_prefixes,
     supports_prefix_cache,
 )
-from harness.requests import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
+from harness.requests import (
+    AnswerSettled,
+    GenerationRequest,
+    GenerationResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+)
 from harness.token_accounting import count_forwarded_tokens
 
 _SLICEABLE_CACHE_LAYERS = ("DynamicLayer", "DynamicSlidingWindowLayer")
@@ -101,6 +107,12 @@ class Engine:
         eos = tokenizer.eos_token_id
         self._eos_string = tokenizer.decode(eos, skip_special_tokens=False) if eos is not None else None
         self._stop_token_ids = _stop_token_ids(model, tokenizer)
+        # An early stop on a settled answer (GenerationRequest.until_settled) needs the decoded text
+        # of more tokens to begin with the text decoded so far.  Byte-level BPE and SentencePiece
+        # decoders do, but for an unfinished UTF-8 character at the end (decoded as U+FFFD, dropped
+        # before the check); clean_up_tokenization_spaces does not (a later "." or "n't" deletes the
+        # space before it), so with it on, decoding runs to the stops and max_new_tokens.
+        self._settles_early = not getattr(tokenizer, "clean_up_tokenization_spaces", False)
 
     # ------------------------------------------------------------------ encoding
 
@@ -181,6 +193,7 @@ class Engine:
                     is_greedy=is_greedy,
                 )
             )
+        require_finite((r.logprob for r in results), "log-probabilities of scored continuations")
         return results
 
     def _score_rows(
@@ -320,20 +333,25 @@ class Engine:
                 self.tokens_naive += len(self._window(_ScoringRow(row.context, continuation))) if continuation else 0
                 scores.append(LoglikelihoodResult(score[0], len(continuation), len(string.encode("utf-8")), score[1]))
             results.append(GenerationResult(text, tuple(scores)))
+        require_finite((s.logprob for r in results for s in r.scores), "log-probabilities of gold continuations")
         return results
 
     def _decode_row(self, request: GenerationRequest) -> _DecodeRow:
-        max_context = self.max_length - request.max_new_tokens
-        if max_context <= 0:
-            raise UserError(
-                f"max_new_tokens={request.max_new_tokens} leaves no room for the prompt in the model "
-                f"window of {self.max_length} tokens; lower max_new_tokens or raise the max length"
-            )
-        # lm-eval adds the EOS string to every request's stops and keeps the end of a long prompt.
+        if self.max_length < 2:
+            raise UserError(f"a model window of {self.max_length} token leaves no room to generate; raise the max length")
+        # lm-eval keeps the last max_length − max_new_tokens prompt tokens. When max_new_tokens fills the
+        # whole window (BIG-bench's 256 characters-and-tokens on a 256-token model) that would leave no
+        # prompt at all: keep the prompt's last max_length − 1 tokens instead and generate into the room left.
+        max_new_tokens = request.max_new_tokens
+        if max_new_tokens >= self.max_length:
+            context = self.encode(request.context)[-(self.max_length - 1):]
+            max_new_tokens = self.max_length - max(len(context), 1)
+        else:
+            context = self.encode(request.context)[-(self.max_length - max_new_tokens):]
+        # lm-eval adds the EOS string to every request's stops.
         stops = tuple(request.stop)
         if self._eos_string and self._eos_string not in stops:
             stops += (self._eos_string,)
-        context = self.encode(request.context)[-max_context:]
         if not context:  # an empty prompt without BOS: the model needs one token to start from
             context = [self._prefix_token_id if self._prefix_token_id is not None else self._pad_id]
         score = tuple(tuple(self._continuation_tokens(request.context, c)) for c in request.score)
@@ -343,7 +361,7 @@ class Engine:
                     f"a scored continuation of {len(continuation)} tokens does not fit the model window of "
                     f"{self.max_length} tokens; shorten it or raise the max length"
                 )
-        return _DecodeRow(tuple(context), request.max_new_tokens, stops, score)
+        return _DecodeRow(tuple(context), max_new_tokens, stops, score, request.until_settled)
 
     def _continuation_tokens(self, context: str, continuation: str) -> list[int]:
         """The tokens that, appended to the generation prompt ``encode(context)``, spell ``continuation``.
@@ -402,6 +420,10 @@ class Engine:
             kwargs = self._model_kwargs(positions, cache, self._logits_to_keep(1), use_cache=True)
             output = self._forward(input_ids, attention_mask, **kwargs)
             cache = _output_cache(output)
+            # A NaN logit still has an argmax: without this check a diverged model "generates" text
+            # and scores 0 exact match, a measurement it never made.
+            if not bool(output.logits[:, -1, :].isfinite().all()):
+                raise NonFiniteOutput("non-finite generation logits (NaN or inf): diverged or corrupt weights; check the checkpoint")
             if scores is None:  # the prefill: every row's prompt is in the cache, nothing generated yet
                 scores = self._score_on_prompt_cache(rows, output.logits[:, -1, :], cache, attention_mask, positions)
             # Argmax of float32 logits, as transformers' greedy search takes it.  The host needs the
@@ -506,7 +528,15 @@ class Engine:
             return True
         # Stops are matched on decoded text, as lm-eval's stopping criteria and post-processing do.
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return any(stop and stop in text for stop in row.stops)
+        if any(stop and stop in text for stop in row.stops):
+            return True
+        # The answer read from this row's text cannot change: more tokens would cost compute and
+        # change nothing that is scored.
+        return (
+            row.until_settled is not None
+            and self._settles_early
+            and row.until_settled.is_final(_settled_prefix(text))
+        )
 
     def _cut_at_stops(self, ids: list[int], stops: tuple[str, ...]) -> str:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -685,6 +715,7 @@ class _DecodeRow:
     max_new_tokens: int
     stops: tuple[str, ...]
     score: tuple[tuple[int, ...], ...] = ()
+    until_settled: AnswerSettled | None = None  # GenerationRequest.until_settled
 
 
 @dataclass(frozen=True)
@@ -737,6 +768,12 @@ def _scores_by_row(
 
 
 # ---------------------------------------------------------------------- model facts
+
+
+def _settled_prefix(text: str) -> str:
+    """The part of a decoded text that more tokens cannot rewrite: all but a trailing U+FFFD, which
+    may be the first bytes of a character the next tokens complete."""
+    return text.rstrip("\ufffd")
 
 
 def _model_device(model: Any) -> torch.device:

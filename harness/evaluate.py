@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, companions, distributed, registry, scoring, store
-from harness.checkpoints import parse_step
+from harness import __version__, companions, distributed, registry, scoring, store, units
+from harness.checkpoints import Checkpoint, parse_step
+from harness.errors import check_run_values
 from harness.registry import BuildOptions, TaskSelection
 from harness.requests import GenerationRequest, Item, LoglikelihoodRequest
 
@@ -44,6 +45,12 @@ class EvalConfig:
     progress: bool = True
     task_files: tuple[tuple[str, str], ...] = ()  # --task-file NAME=PATH|HUB_ID
     data_revision: str | None = None  # hub datasets' revision (branch, tag or commit)
+
+    def __post_init__(self) -> None:
+        check_run_values(
+            limit=self.limit, num_fewshot=self.num_fewshot, batch_size=self.batch_size,
+            loss_window=self.loss_window, loss_tokens=self.loss_tokens,
+        )
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(
@@ -95,6 +102,7 @@ def score_items(engine, spec: registry.TaskSpec, items: list[Item]) -> list[dict
                 GenerationRequest(
                     item.context, item.stop, item.max_new_tokens,
                     score=companions.gold_continuation(spec, item).score_requests(),
+                    until_settled=scoring.answer_settled(spec, item),
                 )
                 for item in gen
             ],
@@ -167,64 +175,170 @@ def _row_entry(spec, items: list[Item], metrics: dict, parent: str | None) -> di
     }
 
 
+# A process that hit non-finite outputs sends this in place of its records, so every process still
+# takes part in the gather and all of them see the failure.
+_FAILED = "__failed__"
+
+
+@dataclass
+class CheckpointPlan:
+    """What is decided before any model is loaded: where one checkpoint's results go, each unit's
+    key, and which units an earlier run already finished there."""
+
+    out_dir: Path
+    identity: units.CheckpointIdentity
+    run_config: dict[str, Any]
+    task_rows: list[TaskRows]
+    keys: dict[str, str]  # task label -> unit key
+    loss_key: str | None  # None: no corpus loss asked for
+    earlier: dict[str, Any]  # this checkpoint's results from an earlier run ({} if none)
+    done: set[str]  # task labels finished under the same key
+
+    @property
+    def loss_done(self) -> bool:
+        return self.loss_key is not None and (self.earlier.get("loss") or {}).get("key") == self.loss_key
+
+    @property
+    def pending(self) -> list[TaskRows]:
+        return [built for built in self.task_rows if built.selection.label not in self.done]
+
+    @property
+    def finished(self) -> bool:
+        return not self.pending and (self.loss_key is None or self.loss_done)
+
+    @property
+    def results_path(self) -> Path:
+        return self.out_dir / store.RESULTS_NAME
+
+
+def plan_checkpoint(
+    config: EvalConfig, task_rows: list[TaskRows], identity: "units.CheckpointIdentity", out_dir: Path | None = None
+) -> CheckpointPlan:
+    """Keys of a checkpoint's units and which are already in its results folder (by default the one
+    ``harness eval`` uses: ``<out>/<slug>-<identity digest>``)."""
+    opts = config.build_options()
+    if out_dir is None:
+        out_dir = Path(config.out) / store.checkpoint_dirname(config.model, config.revision, units.identity_digest(identity))
+    keys = {
+        built.selection.label: units.unit_key(units.task_unit_record(
+            identity, built.selection.label, built.spec, units.items_sha256(built.rows), opts, config.add_bos_token
+        ))
+        for built in task_rows
+    }
+    loss_key = _loss_key(config, identity) if config.loss_corpus is not None else None
+    earlier = _earlier_results(out_dir, identity)
+    done = {label for label, key in keys.items() if earlier.get("units", {}).get(label, {}).get("key") == key}
+    return CheckpointPlan(out_dir, identity, _jsonable(dataclasses.asdict(config)), task_rows, keys, loss_key, earlier, done)
+
+
 def evaluate(config: EvalConfig, log=print) -> Path:
     """Run the whole evaluation of one checkpoint; returns the results file path.
+
+    Each task (and the loss) is keyed like a sweep unit (``harness.units``): a task whose rows are
+    already in this checkpoint's results under the same key is not run again, and when nothing is
+    left to run no model is loaded.  A task whose model outputs are NaN or infinite is recorded under
+    ``failures`` (the others still run); the caller exits non-zero for them.
 
     Under a multi-process launch (``accelerate launch``/``torchrun``) every process loads the model
     on its own device and scores its share of each task's items; the main process gathers the
     records, computes the loss and writes the results (the other processes write nothing).
     """
-    from harness.engine import Engine
-    from harness.loss import pretraining_loss
     from harness.models import load_model
 
-    opts = config.build_options()
-    selections = registry.resolve(list(config.tasks))
-    task_rows = build_task_rows(selections, opts)
+    task_rows = build_task_rows(registry.resolve(list(config.tasks)), config.build_options())
     ranks, device = distributed.join(config.device)
+    identity = units.checkpoint_identity(Checkpoint(config.model, config.revision, None), _dtype_name(config.dtype, device))
+    plan = plan_checkpoint(config, task_rows, identity)
+    if plan.done and ranks.is_main:
+        log(f"already in {plan.out_dir}: {', '.join(sorted(plan.done))} (same checkpoint, data and settings); not run again")
+    if plan.finished:
+        return plan.results_path  # everything asked for is there: no model is loaded
 
     model, tokenizer, info = load_model(
-        config.model,
-        revision=config.revision,
-        dtype=config.dtype,
-        device=device,
-        trust_remote_code=config.trust_remote_code,
+        config.model, revision=config.revision, dtype=config.dtype, device=device,
+        trust_remote_code=config.trust_remote_code, content_hash=identity.content_hash,
     )
-    out_dir = Path(config.out) / store.checkpoint_dirname(config.model, config.revision)
+    step = parse_step(config.revision) if config.revision else parse_step(config.model)
+    run_plan(config, plan, model, tokenizer, info, ranks, log, header={"step": step})
+    return plan.results_path
+
+
+# Fields of a results file that say where a checkpoint sits in a run (written by a sweep or by
+# harness.EvalCallback); a later `harness eval` of the same checkpoint into the same folder keeps them.
+_RUN_FIELDS = ("name", "size", "step", "tokens_per_step", "tokens_seen")
+
+
+def run_plan(
+    config: EvalConfig, plan: CheckpointPlan, model, tokenizer, info, ranks: distributed.Ranks, log=print, *,
+    header: dict[str, Any] | None = None, given_loss: dict[str, Any] | None = None,
+    encode_cache: dict[str, tuple[int, ...]] | None = None,
+) -> dict[str, Any]:
+    """Score the plan's pending units with a loaded ``model`` and write the results (main process).
+
+    ``header``: run fields (``step``, ``name``, ``tokens_per_step``...) for the results file;
+    ``given_loss``: a loss measured elsewhere (the trainer's), recorded when no corpus loss is asked
+    for; ``encode_cache``: prompt encodings to share across calls (``Engine``)."""
+    from harness.engine import Engine
+    from harness.errors import NonFiniteOutput
+    from harness.loss import pretraining_loss
+    from harness.models import run_provenance
+
+    out_dir, earlier, run_config, keys = plan.out_dir, plan.earlier, plan.run_config, plan.keys
+    pending = plan.pending
     results: dict[str, Any] = {
         "schema": store.SCHEMA_VERSION,
         "harness_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **{name: earlier[name] for name in _RUN_FIELDS if earlier.get(name) is not None},
         "model": dataclasses.asdict(info),
-        "step": parse_step(config.revision) if config.revision else parse_step(config.model),
-        "loss": None,
-        "config": _jsonable(dataclasses.asdict(config)),
+        "identity": dataclasses.asdict(plan.identity),
+        **{name: value for name, value in (header or {}).items() if value is not None},
+        "loss": earlier.get("loss"),
+        # the latest run's; each task row and the loss carry the config that produced them
+        "config": run_config,
         "command": " ".join(sys.argv),
+        "provenance": run_provenance(info.device, info.dtype),
         "tasks": {},
+        "stats": {},
+        "units": {},
+        "failures": [],
     }
     if ranks.world > 1:
         results["processes"] = ranks.world
-    all_records = _keep_earlier_results(out_dir, results, task_rows, log) if ranks.is_main else []
-    if config.loss_corpus is not None and ranks.is_main:
-        loss = pretraining_loss(
-            model, tokenizer, Path(config.loss_corpus),
-            window=config.loss_window, max_tokens=config.loss_tokens, progress=config.progress,
-        )
-        results["loss"] = {**dataclasses.asdict(loss), "source": "corpus"}
-        log(f"pre-training loss: {loss.loss:.4f} nats/token ({loss.bits_per_byte:.4f} bits/byte, {loss.tokens} tokens)")
-        store.write_json_atomic(out_dir / store.RESULTS_NAME, results)
+    all_records = _keep_earlier_results(out_dir, earlier, results, pending) if ranks.is_main else []
+    write = (lambda: store.write_json_atomic(out_dir / store.RESULTS_NAME, results)) if ranks.is_main else (lambda: None)
+    if plan.loss_key is not None and not plan.loss_done and ranks.is_main:
+        results["failures"] = [f for f in results["failures"] if f["task"] != units.LOSS_UNIT]
+        try:
+            loss = pretraining_loss(
+                model, tokenizer, Path(config.loss_corpus),
+                window=config.loss_window, max_tokens=config.loss_tokens, progress=config.progress,
+            )
+        except NonFiniteOutput as error:
+            results["loss"] = None
+            results["failures"].append({"task": units.LOSS_UNIT, "error": f"{type(error).__name__}: {error}"})
+            log(f"FAILED loss: {error}")
+        else:
+            results["loss"] = {**dataclasses.asdict(loss), "source": "corpus", "key": plan.loss_key, "config": run_config}
+            log(f"pre-training loss: {loss.loss:.4f} nats/token ({loss.bits_per_byte:.4f} bits/byte, {loss.tokens} tokens)")
+        write()
+    elif plan.loss_key is None and given_loss is not None:
+        results["loss"] = given_loss
 
     engine = Engine(
         model, tokenizer, batch_size=config.batch_size, add_bos_token=config.add_bos_token,
-        prefix_cache=config.prefix_cache, progress=config.progress and ranks.is_main,
+        prefix_cache=config.prefix_cache, progress=config.progress and ranks.is_main, encode_cache=encode_cache,
     )
-    results.setdefault("stats", {})
-    for built in task_rows:
+    for built in pending:
+        label = built.selection.label
         before = (engine.tokens_forwarded, engine.tokens_naive, time.perf_counter())
         flat = [item for items in built.rows.values() for item in items]
         mine = distributed.my_indices(len(flat), ranks)
-        records = score_items(engine, built.spec, [flat[i] for i in mine])
-        records = distributed.gather_in_order(list(zip(mine, records)), ranks)
+        try:
+            scored = list(zip(mine, score_items(engine, built.spec, [flat[i] for i in mine])))
+        except NonFiniteOutput as error:
+            scored = [(-1, {_FAILED: f"{type(error).__name__}: {error}"})]
+        records = distributed.gather_in_order(scored, ranks)
         stats = _stats(engine, *before)
         stats.update(distributed.sum_over_processes(
             {"tokens_forwarded": stats["tokens_forwarded"], "tokens_naive": stats["tokens_naive"]}, ranks
@@ -233,14 +347,39 @@ def evaluate(config: EvalConfig, log=print) -> Path:
             stats["forwarded_over_naive"] = stats["tokens_forwarded"] / stats["tokens_naive"]
         if not ranks.is_main:
             continue
-        results["stats"][built.selection.label] = stats
-        results["tasks"].update(task_entries(built, split_by_row(built, records)))
+        errors = [r[_FAILED] for r in records if _FAILED in r]
+        if errors:
+            results["failures"].append({"task": label, "error": errors[0]})
+            log(f"FAILED {label}: {errors[0]}")
+            write()
+            continue
+        entries = task_entries(built, split_by_row(built, records))
+        for entry in entries.values():
+            entry.update(unit_key=keys[label], config=run_config)
+        results["tasks"].update(entries)
+        results["stats"][label] = stats
+        results["units"][label] = {"key": keys[label], "rows": list(entries)}
         all_records.extend(records)
         store.write_jsonl_atomic(out_dir / store.ITEMS_NAME, all_records)
-        store.write_json_atomic(out_dir / store.RESULTS_NAME, results)
-    if ranks.is_main:
-        store.write_json_atomic(out_dir / store.RESULTS_NAME, results)
-    return out_dir / store.RESULTS_NAME
+        write()
+    write()
+    return results
+
+
+def _dtype_name(dtype: str, device: str) -> str:
+    from harness.models import resolve_device, resolve_dtype
+
+    return str(resolve_dtype(dtype, resolve_device(device))).removeprefix("torch.")
+
+
+def _loss_key(config: EvalConfig, identity: "units.CheckpointIdentity") -> str:
+    from harness.models import file_sha256
+
+    return units.unit_key(units.LossUnitRecord(
+        checkpoint=identity, checkpoint_ref=Checkpoint(config.model, config.revision, None).label, step=None,
+        source="corpus", input_sha256=file_sha256(Path(config.loss_corpus)), window=config.loss_window,
+        tokens=config.loss_tokens,
+    ))
 
 
 def _stats(engine, forwarded_before: int, naive_before: int, started: float) -> dict[str, Any]:
@@ -256,31 +395,32 @@ def _stats(engine, forwarded_before: int, naive_before: int, started: float) -> 
     }
 
 
-def _same_checkpoint(a: dict, b: dict) -> bool:
-    keys = ("model", "revision", "resolved_revision", "content_hash", "dtype")
-    return all(a.get(k) == b.get(k) for k in keys)
+def _earlier_results(out_dir: Path, identity: "units.CheckpointIdentity") -> dict[str, Any]:
+    """This checkpoint's results from an earlier ``harness eval`` into the same folder ({} if none).
 
-
-def _keep_earlier_results(out_dir: Path, results: dict, task_rows: list[TaskRows], log) -> list[dict]:
-    """A second ``harness eval`` of the same checkpoint into the same folder adds to its results:
-    rows not re-run now (and the loss, if not recomputed) are kept with their item records."""
+    The folder name carries a hash of the identity, so another checkpoint never lands here; a file
+    without a matching identity (written before identities were recorded) is not trusted."""
     path = out_dir / store.RESULTS_NAME
     if not path.exists():
-        return []
+        return {}
     earlier = json.loads(path.read_text(encoding="utf-8"))
-    if not _same_checkpoint(earlier.get("model", {}), results["model"]):
-        log(f"note: {path} held results of another checkpoint or dtype; they are replaced")
+    return earlier if earlier.get("identity") == dataclasses.asdict(identity) else {}
+
+
+def _keep_earlier_results(out_dir: Path, earlier: dict, results: dict, pending: list[TaskRows]) -> list[dict]:
+    """A second ``harness eval`` of the same checkpoint into the same folder adds to its results:
+    tasks not run now keep their rows (each with the config that produced it), units and records."""
+    if not earlier:
         return []
-    rerun = {name for built in task_rows for name in built.rows} | {
-        built.selection.label for built in task_rows if len(built.rows) > 1
-    }
-    results["tasks"].update({k: v for k, v in earlier.get("tasks", {}).items() if k not in rerun})
+    rerun = {built.selection.label for built in pending}
+    rerun_rows = {name for built in pending for name in built.rows} | rerun
+    results["units"] = {k: v for k, v in earlier.get("units", {}).items() if k not in rerun}
+    results["tasks"] = {k: v for k, v in earlier.get("tasks", {}).items() if k not in rerun_rows}
     results["stats"] = {k: v for k, v in earlier.get("stats", {}).items() if k not in rerun}
-    if results["loss"] is None:
-        results["loss"] = earlier.get("loss")
+    results["failures"] = [f for f in earlier.get("failures", []) if f["task"] not in rerun]
     items_path = out_dir / store.ITEMS_NAME
     records = store.read_jsonl(items_path) if items_path.exists() else []
-    return [r for r in records if r["task"] not in rerun]
+    return [r for r in records if r["task"] not in rerun_rows]
 
 
 def _jsonable(value: Any) -> Any:

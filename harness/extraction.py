@@ -2,8 +2,8 @@
 
 GSM8K follows lm-evaluation-harness 0.4.13 exactly (``tasks/gsm8k/gsm8k-cot.yaml`` and
 ``gsm8k.yaml`` filters, ``exact_match_hf_evaluate``); BIG-bench generative tasks follow
-BIG-bench 1.0.0 (``models/model_utils.py: postprocess_output``, ``api/task_metrics.py``) with the
-small normalisations documented on each function.  Pure functions over strings: no task
+BIG-bench 1.0.0 (``models/model_utils.py: postprocess_output``, ``api/task_metrics.py``), with
+the one deliberate difference documented on ``bigbench_numeric_match``.  Pure functions over strings: no task
 knowledge beyond the function names.
 """
 
@@ -13,6 +13,9 @@ import math
 import re
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness import regex_prefix
 
 INVALID_ANSWER = "[invalid]"  # lm-eval's RegexFilter fallback when nothing matches
 
@@ -111,33 +114,77 @@ def numeric_equal(extracted: str, target: str) -> bool:
     return math.isclose(extracted_value, target_value, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def bigbench_postprocess(text: str, stop_string: str | None, output_regex: str | None) -> str:
-    """The answer BIG-bench scores from a generation, in our normalised form.
+def bigbench_postprocess(text: str, max_length: int | None, stop_string: str | None, output_regex: str | None) -> str:
+    """The answer BIG-bench 1.0.0 scores from a generation (``models/model_utils.py:
+    postprocess_output``), for every input:
 
-    Our rule: cut ``text`` at the first occurrence of ``stop_string`` (the stop string itself is
-    removed), then keep the whole first match of ``output_regex`` ("" when nothing matches), then
-    strip surrounding whitespace.  When both are None, ``output_regex`` defaults to
-    ``BIGBENCH_DEFAULT_OUTPUT_REGEX`` as in BIG-bench's json_task.py.
+    1. keep the first ``max_length`` characters (BIG-bench passes the same ``max_length`` it
+       generates tokens with; 0 or None: no cut);
+    2. if ``stop_string`` first occurs at a position > 0, cut right *after* it: the stop string is
+       kept, and one at position 0 cuts nothing (later occurrences are not looked for);
+    3. if ``output_regex`` is set (an empty string is not), the first item of ``re.findall``: the
+       whole first match, or its one group ("" when the group did not take part), or "" when
+       nothing matches.  A regex with several groups is rejected, as BIG-bench's assertion does.
 
-    Differences from BIG-bench 1.0.0's ``postprocess_output``: BIG-bench keeps the stop string
-    and ignores one at position 0; it takes ``re.findall``'s first item, which is a group (or an
-    assertion failure) for regexes with groups, where we take the whole match; it does not strip.
+    No default regex here: json_task.py resolves it when a task sets neither field, and so does
+    ``harness.families.bigbench.task_format``.  Nothing is stripped.
     """
-    if stop_string is None and output_regex is None:
-        output_regex = BIGBENCH_DEFAULT_OUTPUT_REGEX
+    if max_length:
+        text = text[:max_length]
     if stop_string:
         index = text.find(stop_string)
-        if index >= 0:
-            text = text[:index]
-    if output_regex is not None:
+        if index > 0:
+            text = text[: index + len(stop_string)]
+    if output_regex:
+        # re.findall's first item is the leftmost match re.search finds: its group when there is one
         match = re.search(output_regex, text)
-        text = match.group(0) if match else ""
-    return text.strip()
+        if match is None:
+            return ""
+        if match.re.groups > 1:
+            raise ValueError(f"BIG-bench output_regex {output_regex!r} has {match.re.groups} groups; it may have at most one")
+        text = (match.group(1) or "") if match.re.groups == 1 else match.group(0)
+    return text
+
+
+@dataclass(frozen=True)
+class BigbenchAnswer:
+    """How BIG-bench reads a task's answer from a generation, and when generating more is useless.
+
+    ``is_final(text)`` is True only when ``read(text + more) == read(text)`` for every string
+    ``more``, so a greedy decode may stop there and score the same answer as one run to
+    ``max_length``:
+
+    - ``text`` reaches ``max_length`` characters: the cut in step 1 is fixed;
+    - ``stop_string`` occurs at a position > 0 (within the first ``max_length`` characters): the
+      first occurrence cannot move, so step 2 leaves a fixed text;
+    - otherwise every longer text, after steps 1-2, still begins with ``text`` (a stop string found
+      later is cut after, beyond ``text``; one at position 0 cuts nothing), so the answer is fixed
+      when ``output_regex``'s first match in ``text`` is already decided whatever follows
+      (``harness.regex_prefix``): for the default regex, a run of characters other than
+      ``.?!;`` and newline followed by one of them; for ``[-+]?\\d+``, digits followed by a
+      non-digit; for ``('.*?')``, a closing quote.  Without a regex (a ``stop_string`` alone at
+      position 0, or ``output_regex`` ""), the answer is the whole text and only the length fixes it.
+    """
+
+    max_length: int | None
+    stop_string: str | None
+    output_regex: str | None
+
+    def read(self, text: str) -> str:
+        return bigbench_postprocess(text, self.max_length, self.stop_string, self.output_regex)
+
+    def is_final(self, text: str) -> bool:
+        if self.max_length and len(text) >= self.max_length:
+            return True
+        if self.stop_string and text.find(self.stop_string) > 0:
+            return True
+        return bool(self.output_regex) and regex_prefix.first_match_is_settled(self.output_regex, text)
 
 
 def bigbench_exact_match(response: str, targets: Sequence[str]) -> bool:
-    """BIG-bench ``exact_str_match``: the response equals any target (targets stripped)."""
-    return response in [target.strip() for target in targets]
+    """BIG-bench ``exact_str_match`` (``api/task_metrics.py``): the response is one of the targets,
+    compared as they are (nothing stripped or lower-cased)."""
+    return response in tuple(targets)
 
 
 def bigbench_numeric_match(response: str, targets: Sequence[str], rel_error: float = 0.1) -> bool:

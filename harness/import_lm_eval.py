@@ -20,7 +20,8 @@ the revision is written ``stepN``, as Pythia's hub revisions are named. The dtyp
 ``model_args``' ``dtype`` (or ``torch_dtype``), else lm-eval 0.4's ``config.model_dtype``, else unknown.
 
 Names are mapped to ours: Pythia model aliases to today's hub ids (``harness.pythia``),
-``hendrycksTest-<s>`` to ``mmlu_pythia_v0:<s>``, ``ppl`` to ``perplexity``, lm-eval 0.4's
+``hendrycksTest-<s>`` to ``mmlu_pythia_v0:<s>``, a v0.3 file's ``sciq`` and ``wsc`` to the replicas of
+their old prompts ``sciq_pythia_v0`` and ``wsc_pythia_v0``, ``ppl`` to ``perplexity``, lm-eval 0.4's
 ``metric,none`` to ``metric`` and gsm8k's ``exact_match,strict-match`` / ``flexible-extract`` to our
 ``exact_match_strict`` / ``exact_match_flexible`` (other filters keep lm-eval's ``metric,filter``).
 The shot count is each file's own (``n-shot``, else its task config, else ``config.num_fewshot``),
@@ -48,6 +49,7 @@ from harness import __version__, store
 from harness.checkpoints import parse_step
 from harness.errors import UserError
 from harness.pythia import (
+    LM_EVAL_V03_TASK_NAMES,
     PYTHIA_TOKENS_PER_STEP,
     canonical_pythia_name,
     pythia_params,
@@ -181,7 +183,8 @@ def _v03_tasks(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     shots = data.get("config", {}).get("num_fewshot")
     tasks = {}
     for task, values in data["results"].items():
-        name = our_task_name(task)
+        # lm-eval 0.3's sciq and wsc prompts differ from today's: they are our *_pythia_v0 replicas
+        name = LM_EVAL_V03_TASK_NAMES.get(task) or our_task_name(task)
         subject = name.removeprefix(MMLU_PYTHIA_V0 + ":") if name.startswith(MMLU_PYTHIA_V0 + ":") else None
         n = MMLU_TEST_SIZES.get(subject) if subject else None
         metrics = {

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.errors import UserError
+from harness.errors import UserError, require_finite
 from harness.models import context_length, file_sha256
 
 
@@ -151,6 +151,7 @@ def pretraining_loss(
             total_nats += float(nats.double())
             total_tokens += input_ids.shape[0] * (input_ids.shape[1] - 1)
 
+    require_finite([total_nats], "pre-training loss")
     total_bytes = sum(_scored_bytes(ids, tokenizer) for ids in windows)
     if total_bytes <= 0:
         raise UserError(f"corpus {str(corpus)!r} decodes to no text bytes; pass a corpus of ordinary text")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, check_run_values, check_whole_number
 
 TRAINER_STATE_NAME = "trainer_state.json"
 _STEP_COLUMNS = ("step", "_step", "global_step", "iteration", "iter", "steps")
@@ -44,8 +44,9 @@ def loss_settings(
     """Settings from the CLI/config options (``--loss-corpus`` or ``--loss-from``); None when neither is given."""
     if corpus is not None and loss_from is not None:
         raise UserError("pass either --loss-corpus or --loss-from, not both")
-    if smoothing < 1:
-        raise UserError(f"--loss-smoothing must be a number of steps >= 1, got {smoothing}")
+    check_whole_number("--loss-smoothing (loss: smoothing:)", smoothing, 1, "the logged steps averaged into one loss")
+    check_run_values(loss_window=window, loss_tokens=tokens,
+                     names={"loss_window": "--loss-window (loss: window:)", "loss_tokens": "--loss-tokens (loss: tokens:)"})
     if corpus is not None:
         if not Path(corpus).is_file():
             raise UserError(f"--loss-corpus {corpus} does not exist; pass a .txt or .jsonl file")

@@ -445,3 +445,76 @@ def load_tokenizer(
             return _from_pretrained(AutoTokenizer, str(folder), label)
         return _from_pretrained(AutoTokenizer, str(path.parent), label, gguf_file=path.name)
     return _from_pretrained(AutoTokenizer, str(Path(model).expanduser()), label, trust_remote_code=trust_remote_code)
+
+
+# ---------------------------------------------------------------------- provenance
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> tuple[str | None, bool | None]:
+    """The commit of the checkout the harness runs from, and whether its tracked files differ from it;
+    (None, None) when installed from a wheel (no .git beside the package) or git is missing."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None, None
+    # GIT_OPTIONAL_LOCKS=0: `git status` must not refresh the index of a checkout someone else works in
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, env=env)
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+            timeout=10, env=env,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    if head.returncode != 0:
+        return None, None
+    return head.stdout.strip(), (bool(status.stdout.strip()) if status.returncode == 0 else None)
+
+
+_GIT: list[tuple[str | None, bool | None]] = []  # computed once per process
+
+
+def device_name(device: str) -> str:
+    """The accelerator's marketing name (``NVIDIA H100 80GB HBM3``), or the CPU's."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    if device.startswith("mps"):
+        return "Apple MPS"
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def run_provenance(device: str, dtype: str) -> dict[str, Any]:
+    """What produced a results file, beside the checkpoint itself: the harness (version, and commit
+    when run from a checkout), the libraries that decide the numbers, the device, the dtype, the
+    command line.  ``git_dirty``: the checkout had uncommitted changes to tracked files."""
+    import sys
+
+    from harness import __version__
+
+    if not _GIT:
+        _GIT.append(_git_commit())
+    commit, dirty = _GIT[0]
+    return {
+        "harness_version": __version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python": sys.version.split()[0],
+        **{name: _package_version(name) for name in ("torch", "transformers", "datasets", "accelerate")},
+        "device": device,
+        "device_name": device_name(device),
+        "dtype": dtype,
+        "command": " ".join(sys.argv),
+    }

@@ -14,6 +14,23 @@ PYTHIA_REVISIONS: tuple[str, ...] = tuple(f"step{step}" for step in PYTHIA_STEPS
 PYTHIA_V1_EVAL_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), 1000, *range(3000, 143001, 10000))
 PYTHIA_V1_EVAL_REVISIONS: tuple[str, ...] = tuple(f"step{step}" for step in PYTHIA_V1_EVAL_STEPS)
 
+# How the published v1 evaluations were run (harness/presets/pythia-v1.yaml follows it).  Their files
+# name model "hf-causal", some with use_accelerate=True: lm-evaluation-harness master between
+# db1f55ff0 (2023-01-17) and 6179fdf5b (2023-04-23), where that name was huggingface.AutoCausalLM and
+# the files of these tasks (and base.py, evaluator.py) are the 0.3.0 release's (lambada.py apart, which
+# reads the same OpenAI file from the Hub).  AutoCausalLM's dtype defaults to None, which loads
+# ``torch_dtype=config.torch_dtype``; GPT-NeoX's tools/convert_to_hf.py, which made the HF checkpoints,
+# builds the model with ``.half()`` before ``save_pretrained``, so that is float16.  The 1B standard run
+# (trained in bf16, evaluated as pythia-v1.1-1b-bf16) may instead carry bfloat16: not checkable offline.
+PYTHIA_V1_EVAL_LM_EVAL = "0.3.0"  # the release whose task code the evaluations ran
+PYTHIA_V1_EVAL_DTYPE = "float16"
+
+# lm-eval 0.3 task names whose prompts differ from our task of the same name (lm-eval 0.4.13's),
+# mapped to our replicas of 0.3.0 (tasks/pythia_zeroshot_v0.yaml; hendrycksTest-<s> is mmlu_pythia_v0:<s>).
+# The other Pythia tasks (lambada_openai, piqa, winogrande, logiqa, arc_easy, arc_challenge) are
+# identical in both versions (tests/test_tasks_pythia_v0.py).
+LM_EVAL_V03_TASK_NAMES: dict[str, str] = {"sciq": "sciq_pythia_v0", "wsc": "wsc_pythia_v0"}
+
 # Tokens per optimizer step in Pythia's training: 1024 sequences x 2048 tokens.
 PYTHIA_TOKENS_PER_STEP = 2_097_152
 

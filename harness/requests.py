@@ -7,7 +7,7 @@ task → Item (prompt, choices or targets) → LoglikelihoodRequest / Generation
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -26,18 +26,31 @@ class LoglikelihoodResult:
     is_greedy: bool  # every continuation token is the argmax at its position
 
 
+class AnswerSettled(Protocol):
+    """A hashable value that tells when a generation's answer can no longer change.
+
+    ``is_final(text)`` must be True only if the answer read from ``text + more`` equals the one read
+    from ``text`` for every string ``more`` (e.g. ``harness.extraction.BigbenchAnswer``).
+    """
+
+    def is_final(self, text: str) -> bool: ...
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """Greedy continuation of ``context`` until any of ``stop`` or ``max_new_tokens``.
 
     ``score``: continuations whose log-probability given ``context`` (the prompt exactly as the
     generation sees it) is returned beside the text, computed on the prompt's own KV cache.
+    ``until_settled``: decoding also ends once this says the answer is settled; the text is
+    returned as generated so far, not cut (only ``stop`` strings cut it).
     """
 
     context: str
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 256
     score: tuple[str, ...] = ()
+    until_settled: AnswerSettled | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,18 @@ class Item:
     stop: tuple[str, ...] = ()
     max_new_tokens: int = 0
     contexts: tuple[str, ...] = ()  # one per choice, or () when every choice follows ``context``
+    # What scoring reads beyond the prompt and answers.  Typed fields, never ``meta``: the unit key
+    # hashes every field but ``meta`` (harness.units.items_sha256), so editing any of these re-runs.
+    choice_texts: tuple[str, ...] = ()  # acc_norm/acc_bytes divide by these lengths; () = by ``choices``
+    solution: str = ""  # the dataset's worked answer the gold continuation is built from (GSM8K); "" = none
+    # BIG-bench (extraction.bigbench_postprocess): the answer is the generation cut after
+    # ``stop_string``, then ``output_regex``'s first match; the family resolves BIG-bench's default
+    # regex, so None (or "") here means no regex.
+    stop_string: str | None = None
+    output_regex: str | None = None
+    metrics: tuple[str, ...] = ()  # the row's metrics when the family decides them per row (BIG-bench); () = the spec's
+    primary_metric: str | None = None  # with ``metrics``
+    # Provenance only (few-shot doc ids, subject...): scoring never reads it, so it is not hashed.
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +105,10 @@ class Item:
                 raise ValueError(f"{self.task} item {self.doc_id}: {len(self.contexts)} contexts for {len(self.choices)} choices")
             if self.context != CHOICE_CONTEXTS_SEPARATOR.join(self.contexts):
                 raise ValueError(f"{self.task} item {self.doc_id}: context must be the display form of its contexts")
+        if self.choice_texts and len(self.choice_texts) != len(self.choices):
+            raise ValueError(f"{self.task} item {self.doc_id}: {len(self.choice_texts)} choice texts for {len(self.choices)} choices")
+        if bool(self.metrics) != (self.primary_metric is not None):
+            raise ValueError(f"{self.task} item {self.doc_id}: metrics and primary_metric go together")
 
     @property
     def is_multiple_choice(self) -> bool:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from harness import companions, extraction, metrics
 from harness.families import nlpcc_kbqa
 from harness.registry import TaskSpec
-from harness.requests import GenerationResult, Item, LoglikelihoodResult
+from harness.requests import AnswerSettled, GenerationResult, Item, LoglikelihoodResult
 
 
 def prompt_sha256(context: str) -> str:
@@ -21,8 +21,8 @@ def prompt_sha256(context: str) -> str:
 
 def row_metrics(spec: TaskSpec, items: Sequence[Item]) -> tuple[tuple[str, ...], str]:
     """The metrics a row reports and its primary metric (BIG-bench decides per subtask)."""
-    if items and "metrics" in items[0].meta:
-        names, primary = tuple(items[0].meta["metrics"]), items[0].meta["primary_metric"]
+    if items and items[0].metrics:
+        names, primary = items[0].metrics, items[0].primary_metric
     else:
         names, primary = tuple(spec.metrics), spec.primary_metric
     return names + _companion_names(spec, items, names), primary
@@ -38,10 +38,10 @@ def _companion_names(spec: TaskSpec, items: Sequence[Item], names: tuple[str, ..
 def score_multiple_choice(item: Item, results: Sequence[LoglikelihoodResult]) -> dict[str, Any]:
     logprobs = [r.logprob for r in results]
     scores = metrics.multiple_choice_scores(logprobs, item.gold, item.choices)
-    if "choice_texts" in item.meta:
+    if item.choice_texts:
         # lm-eval (0.3.0 and 0.4.13) length-normalises by the choice text without the target
         # delimiter (" " + text is scored, len(text) divides): the family gives those texts.
-        texts = item.meta["choice_texts"]
+        texts = item.choice_texts
         scores["acc_norm"] = metrics.acc_norm(logprobs, item.gold, [len(t) for t in texts])
         scores["acc_bytes"] = metrics.acc_bytes(logprobs, item.gold, [len(t.encode("utf-8")) for t in texts])
     return {
@@ -90,8 +90,13 @@ def _gsm8k_scores(item: Item, generation: str, extract: str) -> tuple[dict[str, 
     return extracted, scores
 
 
+def _bigbench_answer(item: Item) -> extraction.BigbenchAnswer:
+    # BIG-bench's one max_length bounds both the tokens generated and the characters kept
+    return extraction.BigbenchAnswer(item.max_new_tokens, item.stop_string, item.output_regex)
+
+
 def _bigbench_scores(item: Item, generation: str, row: tuple[str, ...]) -> tuple[dict[str, str], dict[str, float]]:
-    response = extraction.bigbench_postprocess(generation, item.meta.get("stop_string"), item.meta.get("output_regex"))
+    response = _bigbench_answer(item).read(generation)
     scores = {"exact_match": float(extraction.bigbench_exact_match(response, item.targets))}
     if "numeric_match" in row:
         scores["numeric_match"] = float(extraction.bigbench_numeric_match(response, item.targets))
@@ -116,6 +121,17 @@ GENERATION_SCORERS: dict[str, Callable[..., tuple[dict[str, str], dict[str, floa
     # GSM8K-Chinese is scored exactly as GSM8K
     "gsm8k_zh": lambda spec, item, generation, row: _gsm8k_scores(item, generation, spec.options.get("extract", "hash")),
 }
+
+
+# family -> (item) -> when its answer is settled, so decoding may stop (GenerationRequest.until_settled);
+# a family without one decodes to its stops and max_new_tokens
+ANSWER_SETTLED: dict[str, Callable[[Item], AnswerSettled]] = {"bigbench": _bigbench_answer}
+
+
+def answer_settled(spec: TaskSpec, item: Item) -> AnswerSettled | None:
+    """What tells the engine that more tokens cannot change ``item``'s scored answer, if the family has it."""
+    rule = ANSWER_SETTLED.get(spec.family)
+    return rule(item) if rule is not None else None
 
 
 # family -> which of its extracted answers the edit distances compare with the targets (default "answer")

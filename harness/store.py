@@ -54,13 +54,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def checkpoint_dirname(model: str, revision: str | None) -> str:
-    """A readable folder name for one checkpoint's results: ``<model>@<revision>`` made filesystem-safe."""
+def checkpoint_dirname(model: str, revision: str | None, identity: str | None = None) -> str:
+    """A readable folder name for one checkpoint's results: ``<model>@<revision>`` made filesystem-safe,
+    then ``-<identity>`` (``units.identity_digest``) when given: paths that end alike
+    (``a/run/checkpoint-60``, ``b/run/checkpoint-60``) name different weights, and must not share a folder."""
     name = model.rstrip("/\\")
     # a local path: keep its last two components (run name / checkpoint name); a hub id: org__name
     name = "_".join(Path(name).parts[-2:]) if Path(name).exists() else name.replace("/", "__")
     label = f"{name}@{revision}" if revision else name
-    return re.sub(r"[^A-Za-z0-9._@+-]+", "_", label).strip("_") or "model"
+    slug = re.sub(r"[^A-Za-z0-9._@+-]+", "_", label).strip("_") or "model"
+    return f"{slug}-{identity}" if identity else slug
 
 
 def find_results(root: Path) -> list[Path]:
@@ -162,6 +165,8 @@ def merged_results(checkpoint_dir: Path) -> dict[str, Any] | None:
         "model": max(with_model, key=lambda u: u["finished"])["model"] if with_model else None,
         "step": latest.get("step"),
         "tokens_per_step": latest.get("tokens_per_step"),
+        # of the latest unit; every unit file keeps its own
+        "provenance": latest.get("provenance"),
         "loss": done["loss"]["loss"] if "loss" in done else None,
         "tasks": {},
         "stats": {},

@@ -44,12 +44,11 @@ from harness.units import (
     LOSS_UNIT,
     CheckpointIdentity,
     LossUnitRecord,
-    TaskUnitRecord,
     checkpoint_identity,
     items_sha256,
     plan_id,
     record_json,
-    scoring_spec,
+    task_unit_record,
     unit_key,
 )
 
@@ -257,12 +256,7 @@ def _prepare(
                 record_errors[label] = error
             continue
         built = plan.task_rows[label]
-        records[label] = TaskUnitRecord(
-            checkpoint=identity, task=label, spec=scoring_spec(built.spec), limit=opts.limit,
-            bigbench_mode=opts.bigbench_mode, data_source="local" if opts.data_dir is not None else "hub",
-            items_sha256=plan.items_sha256[label],
-            add_bos_token=config.add_bos_token,
-        )
+        records[label] = task_unit_record(identity, label, built.spec, plan.items_sha256[label], opts, config.add_bos_token)
     keys = {label: unit_key(record) for label, record in records.items()}
     finished = [label for label, key in keys.items() if _is_finished(planned.out_dir, key)]
     pending = [label for label in planned.units if label not in finished]
@@ -288,7 +282,18 @@ def _is_finished(out_dir: Path, key: str) -> bool:
         return json.load(handle).get("status") == "done"
 
 
-def _unit_header(planned: PlannedCheckpoint, label: str, kind: str, key: str | None, record: Any) -> dict[str, Any]:
+def _provenance(config: SweepConfig, info: Any = None) -> dict[str, Any]:
+    """``models.run_provenance`` of the loaded model, or of the configured device when none was loaded."""
+    from harness.models import resolve_device, run_provenance
+
+    if info is not None:
+        return run_provenance(info.device, info.dtype)
+    return run_provenance(str(resolve_device(config.device)), _dtype_name(config))
+
+
+def _unit_header(
+    planned: PlannedCheckpoint, label: str, kind: str, key: str | None, record: Any, provenance: dict[str, Any]
+) -> dict[str, Any]:
     checkpoint = planned.checkpoint
     return {
         "schema": store.SCHEMA_VERSION,
@@ -303,6 +308,7 @@ def _unit_header(planned: PlannedCheckpoint, label: str, kind: str, key: str | N
         "tokens_per_step": planned.model.tokens_per_step,
         "record": record_json(record) if record is not None else None,
         "command": " ".join(sys.argv),
+        "provenance": provenance,
     }
 
 
@@ -319,10 +325,12 @@ def _write_unit(planned: PlannedCheckpoint, unit: dict[str, Any]) -> bool:
     return redone
 
 
-def _write_failure(planned: PlannedCheckpoint, label: str, error: BaseException, record: Any = None) -> dict[str, Any]:
+def _write_failure(
+    planned: PlannedCheckpoint, label: str, error: BaseException, provenance: dict[str, Any], record: Any = None
+) -> dict[str, Any]:
     message = _error_line(error)
     unit = {
-        **_unit_header(planned, label, "failure", None, record),
+        **_unit_header(planned, label, "failure", None, record, provenance),
         "status": "failed",
         "failed": _now(),
         "error": message,
@@ -366,10 +374,7 @@ def _run_task_unit(
     before = (engine.tokens_forwarded, engine.tokens_naive, time.perf_counter())
     for start in range(0, len(todo), save_every):
         chunk = todo[start : start + save_every]
-        records = score_items(engine, built.spec, chunk)
-        bad = [r for r in records if any(math.isnan(x) for x in r.get("choice_logprobs", []))]
-        if bad:
-            raise UnitFailure(f"NaN log-probabilities ({bad[0]['task']} item {bad[0]['doc_id']}): corrupt or diverged weights")
+        records = score_items(engine, built.spec, chunk)  # the engine fails a unit on NaN or inf (NonFiniteOutput)
         store.append_jsonl(items_path, records)
         have.update(((r["task"], r["doc_id"]), r) for r in records)
         summary.items_scored += len(records)
@@ -408,9 +413,12 @@ def _run_loss_unit(
     return loss
 
 
-def run_sweep(config: SweepConfig, log: Log = print) -> SweepSummary:
+def run_sweep(config: SweepConfig, log: Log = print, loggers: Any = None) -> SweepSummary:
     """Run this shard's pending units; failures are recorded and passed over, Ctrl-C (or SIGTERM,
-    as SLURM sends before a time limit) stops after keeping everything finished so far."""
+    as SLURM sends before a time limit) stops after keeping everything finished so far.
+
+    ``loggers`` (``harness.loggers.Loggers``, ``--log-to``): each checkpoint's series, written once
+    its units are run or found done, against its step."""
     plan = plan_sweep(config)
     owned = sum(len(p.units) for p in plan.checkpoints)
     summary = SweepSummary(config.shard.label, plan.units_in_sweep, owned)
@@ -424,7 +432,7 @@ def run_sweep(config: SweepConfig, log: Log = print) -> SweepSummary:
     )
     with _StopRequest() as stop:
         try:
-            _run_plan(config, plan, summary, sweep_log, stop)
+            _run_plan(config, plan, summary, sweep_log, stop, loggers)
         except KeyboardInterrupt:
             summary.interrupted = True
             sweep_log.event("interrupted", "interrupted: finished units and scored items are kept; rerun to resume")
@@ -471,7 +479,8 @@ class _StopRequest:
 
 
 def _run_plan(
-    config: SweepConfig, plan: SweepPlan, summary: SweepSummary, sweep_log: _SweepLog, stop: _StopRequest
+    config: SweepConfig, plan: SweepPlan, summary: SweepSummary, sweep_log: _SweepLog, stop: _StopRequest,
+    loggers: Any = None,
 ) -> None:
     dtype = _dtype_name(config)
     inputs = _SweepInputs()
@@ -489,7 +498,7 @@ def _run_plan(
         except Exception as error:  # noqa: BLE001 - a checkpoint whose files cannot be read fails alone
             prepared = None
             for label in planned.units:
-                summary.failures.append(_write_failure(planned, label, error))
+                summary.failures.append(_write_failure(planned, label, error, _provenance(config)))
                 summary.units_failed += 1
             sweep_log.event("checkpoint_failed", f"FAILED {planned.checkpoint.label}: {_error_line(error)}",
                             checkpoint=planned.checkpoint.label, error=_error_line(error))
@@ -503,6 +512,9 @@ def _run_plan(
             from harness.batching import release_memory
 
             release_memory(device_type)
+        view = store.merged_results(planned.out_dir) if loggers is not None else None
+        if view is not None:
+            loggers.log_results(planned.model.name, view, planned.checkpoint.step)
         stop.check()
 
 
@@ -557,6 +569,8 @@ def _run_unit(
     engine: Any, summary: SweepSummary, sweep_log: _SweepLog, inputs: _SweepInputs, stop: _StopRequest,
 ) -> None:
     key, record = prepared.keys.get(label), prepared.records.get(label)
+    info = prepared.loaded[2] if prepared.loaded is not None else None
+    provenance = _provenance(config, info)
     try:
         if label in prepared.record_errors:
             raise prepared.record_errors[label]
@@ -564,15 +578,14 @@ def _run_unit(
             raise prepared.load_error
         if label == LOSS_UNIT:
             loss = _run_loss_unit(planned.model.loss, planned, prepared.loaded, inputs, config.progress)
-            unit = {**_unit_header(planned, label, "loss", key, record), "loss": loss}
+            unit = {**_unit_header(planned, label, "loss", key, record, provenance), "loss": loss}
         else:
             body = _run_task_unit(engine, plan.task_rows[label], planned, key, config.save_every, summary, stop)
-            unit = {**_unit_header(planned, label, "task", key, record), **body}
-        info = prepared.loaded[2] if prepared.loaded is not None else None
+            unit = {**_unit_header(planned, label, "task", key, record, provenance), **body}
         unit.update(model=dataclasses.asdict(info) if info is not None else None, status="done", finished=_now())
         summary.units_recomputed += _write_unit(planned, unit)
     except Exception as error:  # noqa: BLE001 - out of memory after back-off, NaN, bad files: recorded, sweep goes on
-        summary.failures.append(_write_failure(planned, label, error, record))
+        summary.failures.append(_write_failure(planned, label, error, provenance, record))
         summary.units_failed += 1
         sweep_log.event("unit_failed", f"FAILED {planned.checkpoint.label} {label}: {_error_line(error)}",
                         checkpoint=planned.checkpoint.label, task=label, key=key, error=_error_line(error))

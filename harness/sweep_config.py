@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from harness.checkpoints import Discovery, discover_checkpoints, hub_checkpoints, parse_revisions
-from harness.errors import UserError
+from harness.errors import UserError, check_run_values, check_whole_number
 from harness.loss_sources import LossSettings, loss_settings
 from harness.registry import BuildOptions
 from harness.units import Shard
@@ -187,8 +187,8 @@ def _loss_from_mapping(where: str, raw: Any, base: Path, inherited: dict[str, An
     if loss_from is not None and loss_from not in ("trainer-state", "trainer-state:eval"):
         loss_from = str(_resolve(base, loss_from))
     return loss_settings(
-        corpus=_resolve(base, raw.get("corpus")), loss_from=loss_from, window=int(raw.get("window", 2048)),
-        tokens=int(raw.get("tokens", 1_000_000)), smoothing=int(raw.get("smoothing", 1)),
+        corpus=_resolve(base, raw.get("corpus")), loss_from=loss_from, window=raw.get("window", 2048),
+        tokens=raw.get("tokens", 1_000_000), smoothing=raw.get("smoothing", 1),
     )
 
 
@@ -251,7 +251,7 @@ def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
         add_bos_token=raw.get("add_bos_token"),
         trust_remote_code=bool(raw.get("trust_remote_code", False)),
         prefix_cache=bool(raw.get("prefix_cache", True)),
-        save_every=int(raw.get("save_every", 256)),
+        save_every=raw.get("save_every", 256),
         prefetch=bool(raw.get("prefetch", True)),
         task_files=_task_files(path, raw.get("task_files"), base),
         data_revision=None if raw.get("data_revision") is None else str(raw["data_revision"]),
@@ -265,11 +265,13 @@ def validated(config: SweepConfig) -> SweepConfig:
         raise UserError("a sweep needs a model: --model HUB_ID --revisions ..., --checkpoints FOLDER, or --config")
     if not config.tasks and all(m.loss is None for m in config.models):
         raise UserError("nothing to do: pass --tasks, a loss (--loss-corpus / --loss-from), or both")
-    if config.save_every < 1:
-        raise UserError(f"--save-every must be >= 1 item, got {config.save_every}")
-    batch = config.batch_size
-    if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
-        raise UserError(f"batch size must be a positive integer or 'auto', got {batch!r}")
+    check_run_values(
+        limit=config.limit, num_fewshot=config.num_fewshot, batch_size=config.batch_size,
+        names={"limit": "--limit (limit:)", "num_fewshot": "--num-fewshot (num_fewshot:)", "batch_size": "--batch-size (batch_size:)"},
+    )
+    check_whole_number("--save-every (save_every:)", config.save_every, 1, "items scored between two saves, e.g. 256")
+    if not 0 <= config.shard.index < config.shard.count:
+        raise UserError(f"--shard {config.shard.index}/{config.shard.count}: write i/n with 0 <= i < n, e.g. 0/4 ... 3/4")
     for model in config.models:
         if model.hub_model is not None and model.loss is not None and model.loss.kind.startswith("trainer-state"):
             raise UserError(

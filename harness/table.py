@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness import store
@@ -146,3 +147,33 @@ def stats_markdown(results_path: Path) -> str:
         ratio = "" if s["forwarded_over_naive"] is None else f"{s['forwarded_over_naive']:.3f}"
         lines.append(f"| {task} | {s['tokens_forwarded']} | {s['tokens_naive']} | {ratio} | {s['seconds']:.1f} |")
     return "\n".join(lines)
+
+
+def with_task_loss(frame: pd.DataFrame, spec: str) -> pd.DataFrame:
+    """The table with its loss replaced by ln(the value of TASK:METRIC) at the same (model, revision, step).
+
+    Published evaluations carry no pre-training loss, but a perplexity is one in disguise: Pythia's
+    files hold LAMBADA's (the perplexity of each passage's last word), and its log is a per-word
+    cross-entropy in nats. It is a proxy, not the pre-training loss, so every row says where it came
+    from (``loss_source`` ``task:TASK:METRIC``). A checkpoint without that value gets no loss.
+    """
+    task, _, metric = spec.rpartition(":")
+    rows = frame[(frame["task"] == task) & (frame["metric"] == metric) & frame["value"].notna()]
+    if not task or rows.empty:
+        candidates = sorted({f"{t}:{m}" for t, m in zip(frame["task"], frame["metric"])
+                             if isinstance(m, str) and "perplexity" in m})
+        raise UserError(f"--loss-from-task {spec!r}: the results hold no values of that task and metric; "
+                        f"use TASK:METRIC, e.g. {', '.join(candidates[:4]) or 'lambada_openai:perplexity'}")
+    values = pd.to_numeric(rows["value"], errors="coerce").astype("float64")
+    if not (values > 0).all():
+        raise UserError(f"--loss-from-task {spec!r}: its values must be positive perplexities (the loss is their log)")
+    keys = ["model", "revision", "step"]
+    proxy = rows.assign(_proxy=np.log(values))[keys + ["_proxy"]].astype({"step": "float64"})
+    proxy = proxy.drop_duplicates(keys, keep="last")
+    out = frame.drop(columns=["loss", "loss_bits_per_byte", "loss_source"], errors="ignore")
+    out = out.assign(_step=pd.to_numeric(out["step"], errors="coerce").astype("float64"))
+    out = out.merge(proxy.rename(columns={"step": "_step"}), on=["model", "revision", "_step"], how="left")
+    out["loss"] = out.pop("_proxy")
+    out["loss_bits_per_byte"] = np.nan
+    out["loss_source"] = np.where(out["loss"].notna(), f"task:{task}:{metric}", None)
+    return out[list(dict.fromkeys([*frame.columns, "loss", "loss_bits_per_byte", "loss_source"]))]

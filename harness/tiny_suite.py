@@ -3,7 +3,8 @@
     corpus: stdlib docstrings + arithmetic in BIG-bench's format ─► train / held-out split
     ─► one BPE tokenizer (digits split) ─► each size trained with HF Trainer, checkpoints at
     log-spaced steps ─► <suite>/runs/<size>/checkpoint-N/ (with trainer_state.json)
-    and, beside them, the held-out loss corpus and the BIG-bench task.json files of held-out items.
+    and, beside them, two held-out loss corpora (the mixture, and its docstrings alone) and the
+    BIG-bench task.json files of held-out items.
 
 Nothing is downloaded. The natural-language text is the docstrings of the Python standard library's
 top-level modules (read from their source with ``ast``, never imported), so it is on every machine
@@ -21,6 +22,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import random
 import sys
 import sysconfig
@@ -168,7 +170,8 @@ def task_document(task: ArithmeticTask, pairs: list[tuple[int, int]]) -> str:
 @dataclass(frozen=True)
 class Corpus:
     train: tuple[str, ...]  # documents, shuffled
-    heldout: tuple[str, ...]  # the loss corpus
+    heldout: tuple[str, ...]  # the loss corpus: held-out docstrings and arithmetic, as mixed in training
+    heldout_docstrings: tuple[str, ...]  # the held-out docstrings alone: general text, no arithmetic documents
     eval_pairs: dict[str, tuple[tuple[int, int], ...]]  # task name -> held-out operand pairs
     stats: dict[str, Any]
 
@@ -207,6 +210,7 @@ def build_corpus(config: SuiteConfig) -> Corpus:
             train.append(doc)
             written += len(doc)
     rng.shuffle(train)
+    heldout_docstrings = tuple(heldout[:held_nat])  # before the shuffle: the natural-language ones
     rng.shuffle(heldout)
     python = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     stats = {
@@ -217,8 +221,10 @@ def build_corpus(config: SuiteConfig) -> Corpus:
         "train_chars": sum(map(len, train)),
         "heldout_documents": len(heldout),
         "heldout_chars": sum(map(len, heldout)),
+        "heldout_docstrings": len(heldout_docstrings),
+        "heldout_docstring_chars": sum(map(len, heldout_docstrings)),
     }
-    return Corpus(tuple(train), tuple(heldout), eval_pairs, stats)
+    return Corpus(tuple(train), tuple(heldout), heldout_docstrings, eval_pairs, stats)
 
 
 # ---------------------------------------------------------------------- tokenizer
@@ -366,10 +372,14 @@ def _write_json(path: Path, record: dict) -> None:
     write_json_atomic(path, record)
 
 
+LOSS_CORPORA = {"mixture": "loss_corpus.jsonl", "docstrings": "loss_docstrings.jsonl"}  # loss source -> file
+
+
 def write_suite_data(config: SuiteConfig, corpus: Corpus, suite_dir: Path) -> None:
-    """The held-out loss corpus and the tasks, laid out as a ``--data-dir``."""
-    lines = [json.dumps({"text": doc}, ensure_ascii=False) for doc in corpus.heldout]
-    (suite_dir / "loss_corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """The held-out loss corpora (``LOSS_CORPORA``) and the tasks, laid out as a ``--data-dir``."""
+    for name, documents in (("mixture", corpus.heldout), ("docstrings", corpus.heldout_docstrings)):
+        lines = [json.dumps({"text": doc}, ensure_ascii=False) for doc in documents]
+        (suite_dir / LOSS_CORPORA[name]).write_text("\n".join(lines) + "\n", encoding="utf-8")
     for task in config.tasks:
         folder = suite_dir / "data" / "bigbench" / "benchmark_tasks" / task.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -394,6 +404,11 @@ def train_suite(config: SuiteConfig, suite_dir: Path, log: Log = print) -> dict:
     A suite folder trained with other settings is refused rather than overwritten."""
     import shutil
 
+    # Read by OpenMP when torch is first imported (so only then): on a busy machine, threads that spin
+    # while waiting for a descheduled peer made 2-thread training many times slower (the full demo's
+    # 13k size took 680 s spinning; its 100k size 137 s sleeping, on the same shared 2 cores). Sleeping
+    # changes the speed, not the arithmetic: the weights depend on the thread count only.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     suite_dir = Path(suite_dir)
     digest = config.digest()
     manifest_path = suite_dir / SUITE_MANIFEST
@@ -406,6 +421,8 @@ def train_suite(config: SuiteConfig, suite_dir: Path, log: Log = print) -> dict:
             )
         if all(_finished_run(suite_dir / "runs" / s["name"], digest) for s in manifest["sizes"]):
             log(f"reusing the trained suite in {suite_dir}")
+            if not all((suite_dir / name).is_file() for name in LOSS_CORPORA.values()):
+                write_suite_data(config, build_corpus(config), suite_dir)  # a suite from before the docstring loss
             return manifest
     started = time.monotonic()
     suite_dir.mkdir(parents=True, exist_ok=True)

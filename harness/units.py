@@ -20,10 +20,18 @@ from typing import Any
 
 from harness.checkpoints import Checkpoint
 from harness.errors import UserError
-from harness.registry import TaskSpec
+from harness.registry import BuildOptions, TaskSpec
 from harness.requests import Item
 
-SCORING_VERSION = 2  # 2: generative records carry the continuous companions (harness.companions)
+# 2: generative records carry the continuous companions (harness.companions)
+# 3: acc_norm/acc_bytes of piqa, sciq and logiqa divide by the choice text without the target delimiter
+#    (as lm-eval); items key every scored field (units.item_fields), not only the prompts
+# 4: BIG-bench answers are read as BIG-bench 1.0.0's postprocess_output reads them (the text kept to
+#    max_length characters, cut *after* a stop_string found past position 0, then the regex's first
+#    match or its one group; an empty output_regex is none) and exact_match compares them unstripped;
+#    the decode no longer stops at the separator or a newline, so an answer after a leading newline
+#    counts and stop_string tasks compare BIG-bench's string
+SCORING_VERSION = 4
 
 LOSS_UNIT = "loss"  # the task label of a checkpoint's loss unit
 
@@ -44,21 +52,64 @@ def checkpoint_identity(checkpoint: Checkpoint, dtype: str) -> CheckpointIdentit
     hashes the files, which reads them once)."""
     from harness import models
 
-    if Path(checkpoint.model).expanduser().is_dir():
-        return CheckpointIdentity(None, None, models.folder_content_hash(Path(checkpoint.model).expanduser()), dtype)
+    path = Path(checkpoint.model).expanduser()
+    if path.is_dir():
+        return CheckpointIdentity(None, None, models.folder_content_hash(path), dtype)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return CheckpointIdentity(None, None, models.file_sha256(path), dtype)  # what load_model records for it
     # the same resolution load_model uses, so the key names the commit that is loaded
     commit, _ = models.resolve_hub_revision(checkpoint.model, checkpoint.revision)
     return CheckpointIdentity(checkpoint.model, commit, None, dtype)
 
 
+def loaded_model_identity(model: Any, tokenizer: Any) -> CheckpointIdentity:
+    """The identity of a model held in memory with no folder behind it (``harness.evaluate_model``
+    during training): ``state-dict:`` and the sha256 of its config, its tokenizer and every tensor
+    of its state dict (name, dtype, shape, bytes, in name order), read in place, one tensor at a time.
+
+    A saved folder's ``folder_content_hash`` cannot be reproduced from memory (the folder also holds
+    the optimizer, scheduler and trainer state files), so weights evaluated both in memory and from
+    their saved folder get two identities; pass the folder (``checkpoint_dir=``) when there is one."""
+    import torch
+
+    digest = hashlib.sha256()
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode("utf-8"))
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    digest.update((backend.to_str() if backend is not None else repr(tokenizer)).encode("utf-8"))
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode("utf-8"))
+        # the raw bytes as a uint8 view: no copy on the CPU, one tensor at a time from a GPU
+        flat = tensor.reshape(-1).contiguous().cpu()
+        digest.update(flat.view(torch.uint8).numpy().data if flat.numel() else b"")
+    # the dtype load_model records: the first parameter's
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return CheckpointIdentity(None, None, f"state-dict:{digest.hexdigest()}", dtype)
+
+
+def item_fields(item: Item) -> dict[str, Any]:
+    """What an item contributes to a key: every field but ``meta``.  Scoring reads only typed fields
+    (prompt, choices, gold, targets, stops, choice texts, solution, extraction rule, metric list), so
+    hashing them all and ``meta`` never keys exactly what decides a score."""
+    return {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "meta"}
+
+
+def identity_digest(identity: CheckpointIdentity) -> str:
+    """8 hex digits of the identity: with a readable slug, a results folder name that two different
+    checkpoints (or dtypes) never share, even when their paths end alike."""
+    text = json.dumps(dataclasses.asdict(identity), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+
+
 def items_sha256(rows: dict[str, list[Item]]) -> str:
-    """Digest of every rendered item (prompt, choices, gold, targets, stops): pins the data content,
+    """Digest of every rendered item (``item_fields``): pins the data content and how it is scored,
     whichever copy of the data (hub, local folder) it came from."""
     digest = hashlib.sha256()
     for row_name, items in rows.items():
         for item in items:
-            fields = [row_name, item.doc_id, item.context, item.choices, item.gold, item.targets, item.stop, item.max_new_tokens]
-            digest.update(json.dumps(fields, ensure_ascii=False).encode("utf-8"))
+            fields = [row_name, item_fields(item)]
+            digest.update(json.dumps(fields, ensure_ascii=False, sort_keys=True).encode("utf-8"))
             digest.update(b"\n")
     return digest.hexdigest()
 
@@ -82,6 +133,18 @@ class TaskUnitRecord:
     items_sha256: str
     add_bos_token: bool | None
     scoring_version: int = SCORING_VERSION
+
+
+def task_unit_record(
+    identity: CheckpointIdentity, label: str, spec: TaskSpec, items_digest: str, opts: BuildOptions,
+    add_bos_token: bool | None,
+) -> TaskUnitRecord:
+    """The record of one (checkpoint, task) unit, for ``harness eval`` and ``harness sweep`` alike."""
+    return TaskUnitRecord(
+        checkpoint=identity, task=label, spec=scoring_spec(spec), limit=opts.limit, bigbench_mode=opts.bigbench_mode,
+        data_source="local" if opts.data_dir is not None else "hub", items_sha256=items_digest,
+        add_bos_token=add_bos_token,
+    )
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ def test_companion_scores_by_hand():
 def test_gold_continuations_of_each_family():
     specs = registry.all_specs()
     doc = json.loads((FIXTURES / "data/gsm8k/test.jsonl").read_text().splitlines()[1])
-    item = Item(task="gsm8k", doc_id=1, context="Q: ...\nA:", targets=("3",), meta={"answer": doc["answer"]})
+    item = Item(task="gsm8k", doc_id=1, context="Q: ...\nA:", targets=("3",), solution=doc["answer"])
     assert gsm8k.gold_continuation(specs["gsm8k"], item) == GoldContinuation(
         (" It takes 2/2=1 bolt of white fiber. So the total amount of fabric is 2+1=3 bolts of fabric. The answer is 3.",),
         final_answer=" The answer is 3.",
@@ -184,7 +184,8 @@ def test_score_items_records_and_aggregates_the_companions(model_and_tokenizer):
         for item, record in zip(items, records):
             gold = companions.gold_continuation(task.spec, item)
             [generated] = engine.generate_scored([GenerationRequest(item.context, item.stop, item.max_new_tokens,
-                                                                    score=gold.score_requests())])
+                                                                    score=gold.score_requests(),
+                                                                    until_settled=scoring.answer_settled(task.spec, item))])
             assert record["generation"] == generated.text
             assert record["metrics"]["target_logprob"] == pytest.approx(max(s.logprob for s in generated.scores[: len(gold.texts)]), abs=1e-4)
             answer = record["extracted"].get("answer", record["extracted"].get("flexible"))

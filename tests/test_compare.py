@@ -1,5 +1,5 @@
-"""``harness compare``: published Pythia results against themselves agree everywhere; a shifted copy
-is caught; the stderr arithmetic is checked by hand."""
+"""``harness compare``: published Pythia results against themselves agree everywhere; a reproduction
+allows max(1 item, 0.5% of n) and no more; independent samples are a z test checked by hand."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_published_results_against_themselves_agree_in_every_cell(imported, tmp_
 
     assert cli.main(["compare", str(ours), str(reference), "--out", str(tmp_path / "cmp")]) == 0
     printed = capsys.readouterr().out
-    assert "352 of 352 cells agree within 2 stderr (100.0%)" in printed
+    assert "352 of 352 cells agree (100.0%; reproduction:" in printed
     table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
     assert len(table) == 352 and table["agree"].all()
     assert (tmp_path / "cmp" / "figures" / "lambada_openai__acc.png").stat().st_size > 10_000
@@ -64,20 +64,27 @@ def test_a_shifted_copy_is_reported(imported, tmp_path, capsys):
             if "acc" in entry["metrics"]:
                 entry["metrics"]["acc"]["value"] += SHIFT
         path.write_text(json.dumps(results), encoding="utf-8")
-    comparison = compare(shifted, reference)
+    comparison = compare(shifted, reference, independent=True)
     cells = comparison.cells
     acc = cells[cells["metric"] == "acc"]
     assert acc["diff"].to_numpy() == pytest.approx([SHIFT] * len(acc))
     assert (cells.loc[cells["metric"] != "acc", "diff"] == 0).all()
-    # a 0.05 shift is > 2 combined stderr wherever the stderr is below 0.0177
+    # independent samples: a 0.05 shift is > 2 combined stderr wherever the stderr is below 0.0177
     small_se = acc["combined_stderr"] < SHIFT / 2
     assert small_se.sum() > 10 and not acc.loc[small_se, "agree"].any()
     assert acc.loc[~small_se, "agree"].all()
     assert comparison.agreeing == len(cells) - int(small_se.sum())
+    # a reproduction: 5 points is many items wherever n is known; the cells outside come first
+    reproduction = compare(shifted, reference)
+    outside = reproduction.cells[~reproduction.cells["agree"]]
+    assert len(outside) == len(acc) and (outside["metric"] == "acc").all()
+    assert not reproduction.cells["agree"].iloc[: len(outside)].any()
 
-    assert cli.main(["compare", str(shifted), str(reference), "--out", str(tmp_path / "cmp")]) == 0
+    assert cli.main(["compare", str(shifted), str(reference), "--out", str(tmp_path / "cmp"), "--independent"]) == 0
     printed = capsys.readouterr().out
-    assert f"{comparison.agreeing} of 352 cells agree" in printed and "(100.0%)" not in printed
+    assert f"{comparison.agreeing} of 352 cells agree" in printed and "(100.0%" not in printed
+    assert cli.main(["compare", str(shifted), str(reference), "--out", str(tmp_path / "cmp"), "--fail-on-disagree"]) == 1
+    assert cli.main(["compare", str(ours), str(reference), "--out", str(tmp_path / "cmp"), "--fail-on-disagree"]) == 0
 
 
 def _frame(rows: list[tuple]) -> pd.DataFrame:
@@ -90,14 +97,42 @@ def test_differences_in_combined_stderr_by_hand():
                    ("m", 2, "t", "ppl", 10.0, None), ("m", 3, "t", "acc", 0.1, 0.01)])
     ref = _frame([("m", 1, "t", "acc", 0.40, 0.04), ("m", 2, "t", "acc", 0.41, 0.04), ("m", 1, "t", "ppl", 10.0, None),
                   ("m", 2, "t", "ppl", 10.5, None), ("m", 4, "t", "acc", 0.1, 0.01)])
-    comparison = compare_frames(ours, ref)
+    comparison = compare_frames(ours, ref, independent=True)
     cells = comparison.cells.set_index(["step", "metric"])
     assert cells.loc[(1, "acc"), "z"] == pytest.approx(0.10 / 0.05)  # sqrt(0.03^2 + 0.04^2) = 0.05: exactly 2, agrees
     assert bool(cells.loc[(1, "acc"), "agree"]) is True
     assert cells.loc[(2, "acc"), "z"] == pytest.approx(0.11 / 0.05) and not cells.loc[(2, "acc"), "agree"]
     assert bool(cells.loc[(1, "ppl"), "agree"]) is True and not cells.loc[(2, "ppl"), "agree"]  # no stderr: equal or not
     assert comparison.only_ours == 1 and comparison.only_reference == 1
-    assert compare_frames(ours, ref, tolerance=3).agreeing == 3  # z = 2.2 now agrees; the unequal ppl never does
+    assert compare_frames(ours, ref, independent=True, tolerance=3).agreeing == 3  # z = 2.2 agrees; unequal ppl never
+
+
+@pytest.mark.parametrize("shift_items, agrees", [(0, True), (1, True), (-1, True), (2, False), (3, False)])
+def test_a_reproduction_allows_one_item_in_a_hundred(shift_items, agrees):
+    ours = _frame([("m", 1, "t", "acc", 0.50 + shift_items / 100, 0.05)])
+    ref = _frame([("m", 1, "t", "acc", 0.50, 0.05)])
+    cell = compare_frames(ours, ref).cells.iloc[0]
+    assert cell["diff_items"] == pytest.approx(shift_items) and cell["diff_points"] == pytest.approx(shift_items)
+    assert bool(cell["agree"]) is agrees and cell["verdict"] == ("agree" if agrees else "disagree")
+    # independent samples: even 3 items in 100 is well inside 2 combined stderr (0.14)
+    assert bool(compare_frames(ours, ref, independent=True).cells.iloc[0]["agree"]) is True
+
+
+def test_a_reproduction_in_large_cells_and_its_other_rules():
+    # 0.5% of 2000 items is 10: a 10-item difference agrees, 11 does not; --tolerance-items overrides
+    ours = _frame([("m", 1, "t", "acc", 0.5 + 10 / 2000, None), ("m", 2, "t", "acc", 0.5 + 11 / 2000, None)]).assign(n=2000)
+    ref = _frame([("m", 1, "t", "acc", 0.5, None), ("m", 2, "t", "acc", 0.5, None)]).assign(n=2000)
+    assert compare_frames(ours, ref).cells.set_index("step")["agree"].to_dict() == {1: True, 2: False}
+    assert compare_frames(ours, ref, tolerance_items=11).agreeing == 2
+    # a continuous metric: float noise only
+    ppl_ours = _frame([("m", 1, "t", "word_perplexity", 20.001, None), ("m", 2, "t", "word_perplexity", 20.01, None)])
+    ppl_ref = _frame([("m", 1, "t", "word_perplexity", 20.0, None), ("m", 2, "t", "word_perplexity", 20.0, None)])
+    assert compare_frames(ppl_ours, ppl_ref).cells.set_index("step")["agree"].to_dict() == {1: True, 2: False}
+    # the reference must have scored as many items; a side without n takes the other's
+    other_n = compare_frames(_frame([("m", 1, "t", "acc", 0.5, None)]), _frame([("m", 1, "t", "acc", 0.5, None)]).assign(n=90))
+    assert other_n.cells.iloc[0]["verdict"] == "different n" and other_n.agreeing == 0
+    no_n = compare_frames(_frame([("m", 1, "t", "acc", 0.51, None)]), _frame([("m", 1, "t", "acc", 0.5, None)]).assign(n=None))
+    assert no_n.cells.iloc[0]["n"] == 100 and bool(no_n.cells.iloc[0]["agree"]) is True
 
 
 def test_nothing_in_common_is_a_one_line_error(imported, tmp_path, capsys):

@@ -257,6 +257,21 @@ def test_generation_respects_max_new_tokens_per_request(model_and_tokenizer):
     assert texts[-1] == ""
 
 
+def test_max_new_tokens_filling_the_window_keeps_the_prompt_and_generates_into_the_room_left(model_and_tokenizer):
+    """lm-eval keeps the last max_length − max_new_tokens prompt tokens; a request whose max_new_tokens
+    fills the whole window (BIG-bench's 256 on a 256-token model) keeps its prompt instead and stops
+    when the window is full, the same text as asking for exactly the room left."""
+    model, tokenizer = model_and_tokenizer
+    window = 24
+    prompt_tokens = len(tokenizer.encode(PROMPTS[2]))
+    assert 1 < prompt_tokens < window - 4
+    engine = make_engine(model_and_tokenizer, batch_size=2, max_length=window)
+    filled, exact = engine.generate([GenerationRequest(PROMPTS[2], max_new_tokens=window),
+                                     GenerationRequest(PROMPTS[2], max_new_tokens=window - prompt_tokens)])
+    full = reference_greedy(model, tokenizer, tokenizer.encode(PROMPTS[2]), window - prompt_tokens)
+    assert filled == exact == tokenizer.decode(full, skip_special_tokens=True)
+
+
 def test_generation_counts_forwarded_tokens(model_and_tokenizer):
     _, tokenizer = model_and_tokenizer
     engine = make_engine(model_and_tokenizer, batch_size=1)
@@ -313,8 +328,9 @@ def test_generation_truncates_the_prompt_from_the_left(model_and_tokenizer):
     prompt_ids = tokenizer.encode(prompt)
     assert len(prompt_ids) > 16
     assert text == tokenizer.decode(reference_greedy(model, tokenizer, prompt_ids[-16:], 8), skip_special_tokens=True)
-    with pytest.raises(UserError, match="max_new_tokens"):
-        engine.generate([GenerationRequest(prompt, max_new_tokens=24)])
+    # max_new_tokens filling the window: the prompt's last 23 tokens are kept and one token fits
+    [text] = engine.generate([GenerationRequest(prompt, max_new_tokens=24)])
+    assert text == tokenizer.decode(reference_greedy(model, tokenizer, prompt_ids[-23:], 1), skip_special_tokens=True)
 
 
 # ---------------------------------------------------------------------- out-of-memory back-off

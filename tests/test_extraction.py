@@ -182,37 +182,42 @@ def test_exact_match_equals_lm_eval_exact_match_hf_evaluate():
 # --- BIG-bench ------------------------------------------------------------------------------
 
 
+# The full table against BIG-bench's postprocess_output, and the early-stop rule: test_bigbench_postprocess.py
+
+
 def test_bigbench_postprocess_with_output_regex():
-    # modified_arithmetic's output_regex.
-    assert bigbench_postprocess(" 680\n\n102 + 3", None, r"[-+]?\d+") == "680"
-    assert bigbench_postprocess("abc", None, r"[-+]?\d+") == ""
-    assert bigbench_postprocess(" -12 apples", None, r"[-+]?\d+") == "-12"
-    # Regex groups: the whole match, not the group.
-    assert bigbench_postprocess("x = 42", None, r"= (\d+)") == "= 42"
+    # modified_arithmetic's output_regex: the first match, after any leading newlines
+    assert bigbench_postprocess(" 680\n\n102 + 3", 64, None, r"[-+]?\d+") == "680"
+    assert bigbench_postprocess("\n680", 64, None, r"[-+]?\d+") == "680"
+    assert bigbench_postprocess("abc", 64, None, r"[-+]?\d+") == ""
+    # one group: re.findall gives the group, as BIG-bench reads it
+    assert bigbench_postprocess("x = 42", 64, None, r"= (\d+)") == "42"
 
 
 def test_bigbench_postprocess_with_stop_string():
-    assert bigbench_postprocess(" Paris\nQ: And Spain?", "\n", None) == "Paris"
-    assert bigbench_postprocess(" no stop here ", "\n", None) == "no stop here"
-    # Stop string at position 0: everything is cut (BIG-bench would keep the text).
-    assert bigbench_postprocess("\nParis", "\n", None) == ""
-    # Stop string first, then the regex on what is left.
-    assert bigbench_postprocess(" 12 then\n34", "\n", r"\d+") == "12"
-    assert bigbench_postprocess("abc\n34", "\n", r"\d+") == ""
+    # cut after the stop string, which stays
+    assert bigbench_postprocess(" Paris\nQ: And Spain?", 64, "\n", None) == " Paris\n"
+    assert bigbench_postprocess(" no stop here ", 64, "\n", None) == " no stop here "
+    # at position 0 nothing is cut, later occurrences included
+    assert bigbench_postprocess("\nParis\nQ:", 64, "\n", None) == "\nParis\nQ:"
+    # the stop string first, then the regex on what is left
+    assert bigbench_postprocess(" 12 then\n34", 64, "\n", r"\d+") == "12"
+    assert bigbench_postprocess("abc\n34", 64, "\n", r"\d+") == ""
 
 
 def test_bigbench_postprocess_default_regex():
     assert BIGBENCH_DEFAULT_OUTPUT_REGEX == r"[^\.\?\!\;\n]+"
-    assert bigbench_postprocess(" Paris. It is the capital", None, None) == "Paris"
-    assert bigbench_postprocess(" yes; no", None, None) == "yes"
-    assert bigbench_postprocess("...", None, None) == ""
-    # Given a stop string, no default regex applies: the period stays.
-    assert bigbench_postprocess(" Paris. It is\nmore", "\n", None) == "Paris. It is"
+    assert bigbench_postprocess(" Paris. It is the capital", 64, None, BIGBENCH_DEFAULT_OUTPUT_REGEX) == " Paris"
+    assert bigbench_postprocess("\nParis\n", 64, None, BIGBENCH_DEFAULT_OUTPUT_REGEX) == "Paris"
+    assert bigbench_postprocess("...", 64, None, BIGBENCH_DEFAULT_OUTPUT_REGEX) == ""
+    # no regex given: none applied (json_task.py, not postprocess_output, supplies the default)
+    assert bigbench_postprocess(" Paris. It is", 64, None, None) == " Paris. It is"
 
 
 def test_bigbench_exact_match():
-    assert bigbench_exact_match("680", [" 680 "]) is True
-    assert bigbench_exact_match("680", ["681", "680\n"]) is True
+    assert bigbench_exact_match("680", ["680"]) is True
+    assert bigbench_exact_match("680", ["681", "680"]) is True
+    assert bigbench_exact_match("680", [" 680 "]) is False  # exact_str_match strips nothing
     assert bigbench_exact_match("Paris", ["paris"]) is False
     assert bigbench_exact_match("", ["0"]) is False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from harness.table import results_table
 
 # (name, non-embedding params): three sizes of a made-up suite
 SIZES = (("toy-70m", 19_000_000), ("toy-410m", 300_000_000), ("toy-1b", 800_000_000))
-STEPS = (1000, 4000, 16000, 32000, 64000, 143000)
+STEPS = (1000, 2000, 4000, 8000, 16000, 32000, 48000, 64000, 96000, 143000)
 ITEMS = 1000
 ETA = 2.6  # where the synthetic MC accuracy starts to rise
 
@@ -123,39 +124,69 @@ def test_report_thresholds_match_the_synthetic_truth(sweep_report):
     table = pd.read_csv(sweep_report / "thresholds.csv")
     pooled = table[table["scope"] == report.POOLED].set_index("task")
     mmlu = pooled.loc["mmlu"]
-    assert mmlu["reference_kind"] == "random baseline" and mmlu["reference"] == 0.25
-    assert mmlu["emerged"] and mmlu["eta_low"] <= ETA <= mmlu["eta_high"]
+    # 4-choice accuracy: the reference is the larger of chance and the measured plateau (~0.25 here)
+    assert abs(mmlu["reference"] - 0.25) < 0.03
+    assert mmlu["status"] == "emerged" and mmlu["eta_low"] <= ETA <= mmlu["eta_high"]
     # gsm8k exact match: plateau reference (0 at high loss), rises below 2.45
     gsm = pooled.loc["gsm8k"]
-    assert gsm["reference_kind"] == "plateau" and gsm["reference"] == 0.0
-    assert gsm["emerged"] and gsm["eta_low"] <= 2.45 <= gsm["eta_high"]
+    assert gsm["reference"] == 0.0
+    assert gsm["status"] == "emerged" and gsm["eta_low"] <= 2.45 <= gsm["eta_high"]
     coin = pooled.loc["coin_flip"]
-    assert not coin["emerged"] and np.isnan(coin["eta"]) and coin["note"] == "no emergence within the observed losses"
-    # per size: the 70m model never gets below η = 2.6 (its final loss is ~2.77), the others do
-    sizes = table[(table["task"] == "mmlu") & (table["scope"] != report.POOLED)].set_index("scope")
-    assert list(sizes.index) == ["toy-70m (19M)", "toy-410m (300M)", "toy-1b (800M)"]
-    assert not sizes.loc["toy-70m (19M)", "emerged"]
-    assert sizes.loc["toy-1b (800M)", "emerged"]
-    assert mmlu["sizes_agree"] in (True, "True")
+    assert coin["status"] in ("no emergence", "above reference from the start") and np.isnan(coin["eta"])
+    # per model: the 70m model never gets below η = 2.6 (its final loss is ~2.77), the others do
+    models = table[(table["task"] == "mmlu") & (table["scope"] != report.POOLED)].set_index("scope")
+    assert list(models.index) == ["toy-70m (19M)", "toy-410m (300M)", "toy-1b (800M)"]
+    assert models.loc["toy-70m (19M)", "status"] != "emerged" and np.isnan(models.loc["toy-70m (19M)", "eta"])
+    assert models.loc["toy-1b (800M)", "status"] == "emerged"
+    assert mmlu["sizes_agree"] in (True, "True") and 0 <= mmlu["agreement_p"] <= 1
+    # "no emergence" curves carry no η anywhere in the table
+    assert table.loc[table["status"] != "emerged", ["eta", "eta_low", "eta_high"]].isna().all().all()
+    _png(sweep_report / "figures" / "thresholds.png")
+    markdown = (sweep_report / "report.md").read_text()
+    assert "![Verdicts per model](figures/thresholds.png)" in markdown and "| toy-70m (19M) |" in markdown
 
 
 def test_report_correlations_equal_scipy_on_the_same_points(sweep_report):
     points = pd.read_csv(sweep_report / "points.csv")
-    correlations = pd.read_csv(sweep_report / "correlations.csv").set_index(["task", "metric"])
-    for (task, metric), row in correlations.iterrows():
-        sel = points[(points["task"] == task) & (points["metric"] == metric)]
-        assert row["n"] == len(sel) == len(SIZES) * len(STEPS)
-        assert row["spearman"] == pytest.approx(stats.spearmanr(sel["loss"], sel["value"]).statistic, abs=1e-12)
-        assert row["pearson"] == pytest.approx(stats.pearsonr(sel["loss"], sel["value"]).statistic, abs=1e-12)
+    correlations = pd.read_csv(sweep_report / "correlations.csv")
+    assert set(correlations["scope"]) == {report.POOLED, "toy-70m (19M)", "toy-410m (300M)", "toy-1b (800M)"}
+    for row in correlations.itertuples():
+        sel = points[(points["task"] == row.task) & (points["metric"] == row.metric)]
+        if row.scope != report.POOLED:
+            sel = sel[sel["series_label"] == row.scope]
+        assert row.n == len(sel) and row.left_out == 0
+        if sel["value"].nunique() == 1:  # gsm8k at 0 for the small model: undefined, as scipy says
+            assert np.isnan(row.spearman) and np.isnan(row.pearson)
+            continue
+        assert row.spearman == pytest.approx(stats.spearmanr(sel["loss"], sel["value"]).statistic, abs=1e-12)
+        assert row.pearson == pytest.approx(stats.pearsonr(sel["loss"], sel["value"]).statistic, abs=1e-12)
+    pooled = correlations[correlations["scope"] == report.POOLED].set_index(["task", "metric"])
+    assert (pooled["n"] == len(SIZES) * len(STEPS)).all()
     # brier_score falls with the loss (lower is better), accuracy rises: opposite signs
-    assert correlations.loc[("mmlu", "brier_score"), "spearman"] > 0 > correlations.loc[("mmlu", "acc"), "spearman"]
+    assert pooled.loc[("mmlu", "brier_score"), "spearman"] > 0 > pooled.loc[("mmlu", "acc"), "spearman"]
+
+
+def test_max_loss_leaves_high_loss_checkpoints_out_of_the_correlations(tmp_path):
+    results = write_sweep(tmp_path / "results")
+    out = tmp_path / "out"
+    assert report.run(report_args(results, out, "--max-loss", "3.0", "--no-figures")) == 0
+    points = pd.read_csv(out / "points.csv")
+    correlations = pd.read_csv(out / "correlations.csv")
+    row = correlations[(correlations["task"] == "mmlu") & (correlations["metric"] == "acc")
+                       & (correlations["scope"] == report.POOLED)].iloc[0]
+    sel = points[(points["task"] == "mmlu") & (points["metric"] == "acc")]
+    kept = sel[sel["loss"] <= 3.0]
+    assert 0 < len(kept) < len(sel) and row.n == len(kept) and row.left_out == len(sel) - len(kept)
+    assert row.spearman == pytest.approx(stats.spearmanr(kept["loss"], kept["value"]).statistic, abs=1e-12)
+    assert f"{len(sel) - len(kept)} above 3 left out" in (out / "report.md").read_text()
+    assert not (out / "figures").exists()  # --no-figures: numbers only
 
 
 def test_run_prints_the_summary(tmp_path, capsys):
     results = write_sweep(tmp_path / "results", sizes=SIZES[2:], steps=(1000, 16000, 143000))
     assert report.run(report_args(results, tmp_path / "out", "--task", "mmlu:anatomy")) == 0
     printed = capsys.readouterr().out
-    assert printed.splitlines()[0].startswith("| task | metric | threshold η [90% interval] |")
+    assert printed.splitlines()[0].startswith("| task | metric | status | threshold η [90% interval] |")
     assert "| mmlu:anatomy | acc |" in printed and "toy-1b (800M) @ step 143000" in printed
     assert f"report: {tmp_path / 'out' / 'index.html'}" in printed
     # one size, three checkpoints: a 1×1 grid
@@ -170,7 +201,7 @@ def test_results_without_loss_are_drawn_against_step_and_compute(tmp_path, monke
     table["size"] = table["model"].str.removeprefix("org/toy-")
     table["status"] = "ok"
     failed = table.iloc[[0]].assign(status="failed", value=0.99, step=999)
-    monkeypatch.setattr(report, "results_table", lambda root: pd.concat([table, failed], ignore_index=True))
+    monkeypatch.setattr(report, "read_results", lambda root: pd.concat([table, failed], ignore_index=True))
     out = tmp_path / "out"
     assert report.run(report_args(results, out)) == 0
     assert not (out / "figures" / "performance_vs_loss.png").exists()
@@ -178,8 +209,9 @@ def test_results_without_loss_are_drawn_against_step_and_compute(tmp_path, monke
     _png(out / "figures" / "multiple_choice_mmlu.png")  # against step
     points = pd.read_csv(out / "points.csv")
     assert 999 not in set(points["step"])  # the failed row is ignored
-    assert set(points["series_label"]) == {"70m", "410m"}
-    row = points[(points["series"] == "410m") & (points["step"] == 16000)].iloc[0]
+    assert set(points["series_label"]) == {"toy-70m (19M)", "toy-410m (300M)"}
+    assert set(points["size_group"]) == {"70m", "410m"}  # the size label colours the curve
+    row = points[(points["series"] == "org/toy-410m") & (points["step"] == 16000)].iloc[0]
     assert row["compute"] == 6 * 300_000_000 * 16000 * 2_097_152
     markdown = (out / "report.md").read_text()
     assert "no pre-training loss in these results" in markdown and "1 failed evaluations (checkpoint × task) are ignored" in markdown
@@ -202,6 +234,7 @@ def test_report_user_errors(tmp_path):
         report.run(report_args(results, tmp_path / "out", "--task", "nope"))
     with pytest.raises(UserError, match="no task has metric 'bleu'"):
         report.run(report_args(results, tmp_path / "out", "--metric", "bleu"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no results.json under"):
         report.run(report_args(tmp_path / "empty", tmp_path / "out"))
 
@@ -216,9 +249,9 @@ def test_generative_tasks_get_companion_figures_and_the_prediction_test(tmp_path
     assert report.run(report_args(results, out)) == 0
     printed = capsys.readouterr().out
     # the prediction table is printed after the summary: the surrogate's row, then the baseline's
-    table = printed[printed.index("| task | metric | cut (source) |"):]
+    table = printed[printed.index("| task | metric | split |"):]
     surrogate, baseline = [line for line in table.splitlines() if line.startswith("| toy |")]
-    assert "| mean exp(target_logprob) |" in surrogate and "(departure of exact_match)" in surrogate
+    assert "| mean exp(target_logprob) |" in surrogate and "(quantile 0.5 of the losses)" in surrogate
     assert surrogate.split(" | ")[-2] == "yes" and "the surrogate predicts the jump" in surrogate
     assert "| naive: exact_match linear in loss |" in baseline and baseline.split(" | ")[-2] == "no"
     # exact match and the three companions the results hold: 4 panels, 3 to a row
@@ -230,6 +263,10 @@ def test_generative_tasks_get_companion_figures_and_the_prediction_test(tmp_path
     assert (held["surrogate"] - held["measured"]).abs().mean() < 0.03
     markdown = (out / "report.md").read_text()
     assert "## Can a smooth metric predict emergence? The prediction test" in markdown
+    # numbers only: the same prediction table, no figure
+    assert report.run(report_args(results, tmp_path / "numbers", "--no-figures")) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "numbers" / "predictions.csv"), predictions)
+    assert not (tmp_path / "numbers" / "figures").exists()
     assert "![Generative tasks: exact match and its continuous companions](figures/companions_toy.png)" in markdown
     # the companions' axis and scale: step, params (log) and a log y run too; bad axes are one line
     for extra in (("--x", "step", "--y", "log"), ("--x", "params"), ("--x", "compute")):
@@ -245,10 +282,11 @@ def test_a_given_cut_reaches_the_prediction_test(tmp_path, capsys):
     from test_prediction import synthetic_items, write_item_sweep
 
     results = write_item_sweep(tmp_path / "results", synthetic_items(surrogate_predicts=False))
-    assert report.run(report_args(results, tmp_path / "out", "--cut", "3.0")) == 0
+    assert report.run(report_args(results, tmp_path / "out", "--cut", "3.3")) == 0
     row = pd.read_csv(tmp_path / "out" / "predictions.csv")
-    assert (row["cut"] == 3.0).all() and (row.loc[row["loss"] > 3.0, "role"] == "fitted").all()
-    assert "3.000 (given)" in capsys.readouterr().out
+    assert (row["cut"] == 3.3).all() and (row.loc[row["loss"] > 3.3, "role"] == "fitted").all()
+    assert (row.loc[row["loss"] <= 3.3, "role"] == "held out").all()
+    assert "fit the checkpoints above loss 3.300; predict the rest (given)" in capsys.readouterr().out
 
 
 def test_generative_results_without_loss_draw_their_companions_against_step(tmp_path, monkeypatch, capsys):
@@ -257,9 +295,105 @@ def test_generative_results_without_loss_draw_their_companions_against_step(tmp_
 
     results = write_item_sweep(tmp_path / "results", synthetic_items(surrogate_predicts=True))
     table = results_table(results).assign(loss=float("nan"))
-    monkeypatch.setattr(report, "results_table", lambda root: table)
+    monkeypatch.setattr(report, "read_results", lambda root: table)
     out = tmp_path / "out"
     assert report.run(report_args(results, out)) == 0
     _png(out / "figures" / "companions_toy.png")
     assert not (out / "predictions.csv").exists()  # the prediction test needs the loss axis
     assert "needs a pre-training loss" in (out / "report.md").read_text()
+
+
+# --- tables as input, models as series ---------------------------------------------------------------
+
+def test_a_table_file_gives_the_same_verdicts_as_its_results_folder(tmp_path, capsys):
+    from harness import cli
+
+    results = write_sweep(tmp_path / "results", sizes=SIZES[1:], steps=STEPS)
+    assert report.run(report_args(results, tmp_path / "from_folder", "--no-figures")) == 0
+    for fmt in ("csv", "parquet"):
+        table = tmp_path / f"table.{fmt}"
+        assert cli.main(["table", str(results), "--format", fmt, "--output", str(table)]) == 0
+        assert report.run(report_args(table, tmp_path / f"from_{fmt}", "--no-figures")) == 0
+        expected = pd.read_csv(tmp_path / "from_folder" / "thresholds.csv")
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / f"from_{fmt}" / "thresholds.csv"), expected)
+    # a hand-made table with only the columns the analysis needs
+    points = pd.read_csv(tmp_path / "from_folder" / "points.csv")
+    minimal = points[["model", "task", "metric", "value", "loss"]]
+    minimal.to_csv(tmp_path / "minimal.csv", index=False)
+    assert report.run(report_args(tmp_path / "minimal.csv", tmp_path / "from_minimal")) == 0
+    verdicts = pd.read_csv(tmp_path / "from_minimal" / "thresholds.csv")
+    assert set(verdicts["task"]) == {"mmlu", "gsm8k", "coin_flip", "mmlu:anatomy"}  # no parent column: all top level
+    _png(tmp_path / "from_minimal" / "figures" / "performance_vs_loss.png")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("notes.txt", "hello", "is neither a results folder nor a table"),
+    ("bad.csv", "a,b\n1,2\n", "lacks the column(s) model, task, metric, value"),
+    ("missing.csv", None, "does not exist"),
+])
+def test_a_path_that_is_no_results_is_a_one_line_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        report.run(report_args(path, tmp_path / "out"))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("flag, value", [("--max-loss", "-1"), ("--cut-quantile", "1.5"), ("--bootstrap", "10")])
+def test_out_of_range_report_flags_are_one_line_errors(tmp_path, flag, value):
+    with pytest.raises(UserError, match=re.escape(flag)):
+        report.run(report_args(tmp_path, tmp_path / "out", flag, value))
+
+
+def test_standard_and_deduplicated_models_are_separate_curves(tmp_path):
+    """Pythia's 160m and 160m-deduped share a size label but are two models: two series, two
+    thresholds, one colour, two line styles."""
+    results = write_sweep(tmp_path / "results", sizes=(("pythia-160m", 85_000_000), ("pythia-160m-deduped", 85_000_000)))
+    table = results_table(results).assign(size="160m")
+    table.to_csv(tmp_path / "table.csv", index=False)
+    out = tmp_path / "out"
+    assert report.run(report_args(tmp_path / "table.csv", out)) == 0
+    points = pd.read_csv(out / "points.csv")
+    assert set(points["series"]) == {"org/pythia-160m", "org/pythia-160m-deduped"}
+    assert set(points["size_group"]) == {"160m"}
+    thresholds = pd.read_csv(out / "thresholds.csv")
+    mmlu = thresholds[thresholds["task"] == "mmlu"]
+    assert list(mmlu["scope"]) == [report.POOLED, "pythia-160m (85M)", "pythia-160m-deduped (85M)"]
+    styles = figures.series_styles(points, ("org/pythia-160m", "org/pythia-160m-deduped"))
+    assert styles["org/pythia-160m"]["color"] == styles["org/pythia-160m-deduped"]["color"]
+    assert [styles[s]["linestyle"] for s in ("org/pythia-160m", "org/pythia-160m-deduped")] == ["-", "--"]
+
+
+def test_published_results_get_a_loss_axis_from_lambada_perplexity(tmp_path, capsys):
+    """Pythia's published files carry no loss; ln(LAMBADA perplexity) at the same checkpoint stands in,
+    labelled as the proxy it is, and the verdicts run on it (a status per model for each task)."""
+    from conftest import FIXTURES
+    from harness import cli
+
+    imported = tmp_path / "imported"
+    assert cli.main(["import-lm-eval", str(FIXTURES / "lm_eval_results" / "v0.3" / "evals" / "pythia-v1"),
+                     "--out", str(imported)]) == 0
+    table = results_table(imported)
+    out = tmp_path / "out"
+    assert report.run(report_args(imported, out, "--loss-from-task", "lambada_openai:perplexity",
+                                  "--task", "sciq_pythia_v0", "piqa", "lambada_openai")) == 0
+    printed = capsys.readouterr().out
+    assert "the loss axis is a proxy, ln(lambada_openai:perplexity)" in printed
+    points = pd.read_csv(out / "points.csv")
+    ppl = table[(table["task"] == "lambada_openai") & (table["metric"] == "perplexity")].set_index(["model", "step"])["value"]
+    for row in points.drop_duplicates(["model", "step"]).itertuples():
+        assert row.loss == pytest.approx(math.log(ppl.loc[(row.model, row.step)]), rel=1e-12)
+        assert row.loss_source == "task:lambada_openai:perplexity"
+    verdicts = pd.read_csv(out / "thresholds.csv")
+    assert set(verdicts["task"]) == {"sciq_pythia_v0", "piqa", "lambada_openai"}
+    assert verdicts["status"].isin(["emerged", "no emergence", "above reference from the start", "insufficient data"]).all()
+    models = set(points["series_label"])
+    for task in ("sciq_pythia_v0", "piqa", "lambada_openai"):
+        assert set(verdicts.loc[(verdicts["task"] == task) & (verdicts["scope"] != report.POOLED), "scope"]) == models
+    # the same column through `harness table`, and a name the results do not hold is one line
+    assert cli.main(["table", str(imported), "--loss-from-task", "lambada_openai:perplexity", "--output",
+                     str(tmp_path / "t.csv")]) == 0
+    assert pd.read_csv(tmp_path / "t.csv")["loss_source"].dropna().eq("task:lambada_openai:perplexity").all()
+    with pytest.raises(UserError, match="no values of that task and metric; use TASK:METRIC, e.g. lambada_openai:perplexity"):
+        report.run(report_args(imported, out, "--loss-from-task", "lambada:ppl"))

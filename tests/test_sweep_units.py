@@ -8,16 +8,18 @@ import json
 import pytest
 
 from conftest import FIXTURES
-from harness import registry, store
+from harness import companions, registry, scoring, store
 from harness.checkpoints import Checkpoint
 from harness.errors import UserError
 from harness.registry import TaskSpec
+from harness.requests import GenerationResult, Item, LoglikelihoodResult
 from harness.sweep_config import load_sweep_config, parse_tokens_per_step
 from harness.units import (
     SCORING_VERSION,
     CheckpointIdentity,
     LossUnitRecord,
     TaskUnitRecord,
+    items_sha256,
     parse_shard,
     plan_id,
     record_json,
@@ -48,9 +50,9 @@ def test_key_is_stable_across_processes_and_versions():
     # A changed key re-runs every finished unit of every sweep: this golden value may change only
     # on purpose (a new record field, or SCORING_VERSION bumped because scores changed).
     record = record_json(_task_record())
-    assert record["scoring_version"] == SCORING_VERSION == 2
+    assert record["scoring_version"] == SCORING_VERSION == 4
     assert record["spec"]["num_fewshot"] == 5 and record["spec"]["prompt_type"] == "fewshot"
-    assert unit_key(_task_record()) == "82d99bffd4f3f1f9db7bf222"
+    assert unit_key(_task_record()) == "1b4b949b3431eab0e1f5e5f0"
 
 
 def test_rewording_a_task_description_keeps_the_key():
@@ -73,6 +75,83 @@ def test_rewording_a_task_description_keeps_the_key():
 )
 def test_every_input_of_the_numbers_changes_the_key(change):
     assert unit_key(_task_record(**change)) != unit_key(_task_record())
+
+
+# One item of each shape, with every field scoring reads set (a generative BIG-bench-like item and a
+# multiple-choice one with choice texts).
+GENERATIVE_ITEM = Item(
+    task="t", doc_id=0, context="Q: 1 + 1\nA: ", targets=("2",), stop=("\n",), max_new_tokens=8,
+    solution="1 + 1 = 2\n#### 2", stop_string="\n", output_regex=r"\d+", metrics=("exact_match", "bleu"),
+    primary_metric="exact_match", meta={"fewshot_doc_ids": [3, 4], "mode": "gen"},
+)
+CHOICE_ITEM = Item(
+    task="t", doc_id=0, context="Q: sky?", choices=(" blue", " green"), gold=0, choice_texts=("blue", "green"),
+    meta={"subject": "colours"},
+)
+# Each scored field of an item changed alone (the item it belongs to, the field, a new value).
+SCORED_FIELD_CHANGES = [
+    (CHOICE_ITEM, "context", "Q: grass?"),
+    (CHOICE_ITEM, "choices", (" blue", " red")),
+    (CHOICE_ITEM, "gold", 1),
+    (CHOICE_ITEM, "choice_texts", ("blue ", "green")),  # acc_norm/acc_bytes lengths
+    (CHOICE_ITEM, "doc_id", 1),
+    (CHOICE_ITEM, "task", "u"),
+    (dataclasses.replace(CHOICE_ITEM, contexts=("a", "b"), context="a\n\nb"), "contexts", ("a", "c"), {"context": "a\n\nc"}),
+    (GENERATIVE_ITEM, "targets", ("2", "two")),
+    (GENERATIVE_ITEM, "stop", ("\n\n",)),
+    (GENERATIVE_ITEM, "max_new_tokens", 16),
+    (GENERATIVE_ITEM, "solution", "1 + 1 is 2\n#### 2"),  # the gold continuation of the companions
+    (GENERATIVE_ITEM, "stop_string", "."),  # the answer extraction rule
+    (GENERATIVE_ITEM, "output_regex", r"[-+]?\d+"),
+    (GENERATIVE_ITEM, "metrics", ("exact_match",)),  # the metric list (a task.json edit)
+    (dataclasses.replace(GENERATIVE_ITEM, metrics=("exact_match", "numeric_match")), "primary_metric", "numeric_match"),
+]
+
+
+def _key_of(item: Item) -> str:
+    return unit_key(_task_record(items_sha256=items_sha256({"t": [item]})))
+
+
+@pytest.mark.parametrize("change", SCORED_FIELD_CHANGES, ids=[c[1] for c in SCORED_FIELD_CHANGES])
+def test_every_field_scoring_reads_changes_the_key(change):
+    item, name, value, *derived = change  # derived: fields that must move with it (contexts' display form)
+    assert getattr(item, name) != value
+    assert _key_of(dataclasses.replace(item, **{name: value}, **(derived[0] if derived else {}))) != _key_of(item)
+
+
+def test_every_item_field_but_meta_is_covered_by_a_key_test():
+    # a field added to Item is scored data until shown otherwise: it must join SCORED_FIELD_CHANGES
+    assert {f.name for f in dataclasses.fields(Item)} - {"meta"} == {change[1] for change in SCORED_FIELD_CHANGES}
+
+
+def test_fields_scoring_does_not_read_leave_the_key_alone():
+    for item in (GENERATIVE_ITEM, CHOICE_ITEM):
+        assert _key_of(dataclasses.replace(item, meta={"fewshot_doc_ids": [9], "subject": "other", "mode": "x"})) == _key_of(item)
+        assert _key_of(dataclasses.replace(item, meta={})) == _key_of(item)
+
+
+class _UnreadableMeta(dict):
+    """A ``meta`` that fails any read: proves scoring takes nothing from it."""
+
+    def _refuse(self, *args, **kwargs):
+        raise AssertionError("scoring read Item.meta; make what it needs a typed Item field")
+
+    __getitem__ = get = __contains__ = keys = items = values = __iter__ = _refuse
+
+
+@pytest.mark.parametrize("family", sorted(scoring.GENERATION_SCORERS))
+def test_scoring_reads_nothing_from_meta(family):
+    spec = next(s for s in registry.all_specs().values() if s.family == family)
+    item = dataclasses.replace(GENERATIVE_ITEM, targets=("2",), solution="1 + 1 = 2\n#### 2", meta=_UnreadableMeta())
+    row = scoring.row_metrics(spec, [item])[0]
+    gold = companions.gold_continuation(spec, item)
+    results = tuple(LoglikelihoodResult(-1.0, 2, 2, False) for _ in gold.score_requests())
+    record = scoring.score_generation(spec, item, GenerationResult("2\n", results), row, tokenize=list)
+    assert "target_logprob" in record["metrics"]
+    choice = dataclasses.replace(CHOICE_ITEM, meta=_UnreadableMeta())
+    scores = scoring.score_multiple_choice(choice, [LoglikelihoodResult(-4.0, 1, 5, False), LoglikelihoodResult(-4.9, 1, 6, False)])
+    # by the choice texts -4.9/5 ("green") beats -4.0/4 ("blue"); by the scored strings " blue" would win
+    assert scores["metrics"]["acc_norm"] == 0.0
 
 
 def test_shots_prompt_type_and_max_tokens_are_in_the_key():
@@ -199,7 +278,7 @@ def test_sweep_task_files_from_the_config_and_flags(tmp_path, monkeypatch):
     assert config.build_options().task_files == config.task_files
 
     seen = []
-    monkeypatch.setattr(sweep, "run_sweep", lambda config, log: seen.append(config) or (_ for _ in ()).throw(SystemExit(0)))
+    monkeypatch.setattr(sweep, "run_sweep", lambda config, log, loggers=None: seen.append(config) or (_ for _ in ()).throw(SystemExit(0)))
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--checkpoints", str(tmp_path), "--tasks", "clozet", "--task-file", "clozet=x.jsonl",
                   "--data-revision", "v1"])

@@ -45,7 +45,7 @@ def only_row(task: str, **opts) -> list:
 def test_spec_from_yaml():
     spec = all_specs()["bigbench"]
     assert (spec.family, spec.has_subtasks, spec.num_fewshot, spec.prompt_type) == ("bigbench", True, 3, "fewshot")
-    assert (spec.split, spec.max_new_tokens, spec.prompt, spec.primary_metric) == ("default", 64, "bigbench", "exact_match")
+    assert (spec.split, spec.max_new_tokens, spec.prompt, spec.primary_metric) == ("default", 256, "bigbench", "exact_match")
     assert spec.metrics == (
         "exact_match", "bleu", "numeric_match", "acc", "acc_norm", "acc_bytes", "correct_choice_prob", "brier_score"
     )
@@ -107,12 +107,12 @@ def test_golden_modified_arithmetic_item_after_the_shots():
     )
     assert item.targets == ("1302",)
     assert item.choices == () and item.gold is None
-    # the task's separator "\n\n", then a newline; no stop_string in this task
-    assert item.stop == ("\n\n", "\n")
-    assert item.max_new_tokens == 64
+    # BIG-bench does not stop generating at the separator or a newline: the answer is read afterwards
+    assert item.stop == ()
+    assert item.max_new_tokens == 256
     assert item.meta["mode"] == "gen"
-    assert item.meta["stop_string"] is None and item.meta["output_regex"] == r"[-+]?\d+"
-    assert item.meta["metrics"] == ["exact_match"] and item.meta["primary_metric"] == "exact_match"
+    assert item.stop_string is None and item.output_regex == r"[-+]?\d+"
+    assert item.metrics == ("exact_match",) and item.primary_metric == "exact_match"
 
 
 def test_golden_logical_deduction_multiple_choice():
@@ -131,8 +131,8 @@ def test_golden_logical_deduction_multiple_choice():
         "The yellow book is the leftmost.",
     )
     assert item.gold == 1 and item.targets == () and item.stop == ()
-    assert item.meta["mode"] == "mc" and item.meta["primary_metric"] == "acc"
-    assert item.meta["metrics"] == ["acc", "acc_norm", "acc_bytes", "correct_choice_prob", "brier_score"]
+    assert item.meta["mode"] == "mc" and item.primary_metric == "acc"
+    assert item.metrics == ("acc", "acc_norm", "acc_bytes", "correct_choice_prob", "brier_score")
     # lm-evaluation-harness's boundary rule moves the context's trailing space into the continuation,
     # so the model scores " The red book is the leftmost." after "...the red book."
     context, continuation = item.context.rstrip(), item.context[len(item.context.rstrip()) :] + item.choices[1]
@@ -154,8 +154,8 @@ def test_golden_word_unscrambling_default_prefixes():
     assert items[0].targets == ("the",)
     # a list target keeps every accepted answer; as a shot only the first would be shown
     assert items[4].targets == ("this", "hits", "hist", "shit", "sith")
-    assert items[0].stop == ("\n",)
-    assert items[0].meta["output_regex"] == r"[^\.\?\!\;\n]+"  # BIG-bench's default: no stop_string, no regex
+    assert items[0].stop == ()
+    assert items[0].output_regex == r"[^\.\?\!\;\n]+"  # BIG-bench's default: no stop_string, no regex
 
 
 def test_shots_are_the_first_k_examples_other_than_the_item():
@@ -217,10 +217,10 @@ def test_arithmetic_generative_by_default_and_multiple_choice_on_request():
     )
     assert gen.context.startswith("\nQ: What is 36 plus 97?\n  choice: 749\n")
     assert "\nA: 133\n\nQ: What is 72 plus 42?" in gen.context
-    assert (gen.targets, gen.choices, gen.stop) == (("109",), (), ("\n",))
-    assert gen.meta["mode"] == "gen" and gen.meta["metrics"] == ["exact_match"]
+    assert (gen.targets, gen.choices, gen.stop) == (("109",), (), ())
+    assert gen.meta["mode"] == "gen" and gen.metrics == ("exact_match",)
     assert mc.choices == ("378", "388", "4", "54942", "banana", "house", "109") and mc.gold == 6
-    assert mc.targets == () and mc.meta["mode"] == "mc" and mc.meta["primary_metric"] == "acc"
+    assert mc.targets == () and mc.meta["mode"] == "mc" and mc.primary_metric == "acc"
     assert bigbench.row_info("bigbench:arithmetic/2_digit_addition", [mc]) == {
         "mode": "mc",
         "metrics": ["acc", "acc_norm", "acc_bytes", "correct_choice_prob", "brier_score"],
@@ -235,12 +235,12 @@ def test_a_mode_the_examples_cannot_support_falls_back():
         rows("word_unscrambling", bigbench_mode="both")
 
 
-def test_ipa_is_scored_by_bleu_and_stops_at_newline():
+def test_ipa_is_scored_by_bleu_and_read_up_to_its_stop_string():
     items = only_row("international_phonetic_alphabet_transliterate")
     info = bigbench.row_info("bigbench:international_phonetic_alphabet_transliterate", items)
     assert info == {"mode": "gen", "metrics": ["exact_match", "bleu", "rouge1", "rouge2", "rougeLsum"], "primary_metric": "bleu"}
-    assert items[4].stop == ("\n",)  # stop_string "\n" and the default separator "\n" are one stop
-    assert items[4].meta["stop_string"] == "\n" and items[4].meta["output_regex"] is None
+    assert items[4].stop == ()  # the answer is cut after "\n" once generated, not the decode
+    assert items[4].stop_string == "\n" and items[4].output_regex is None
     assert items[0].targets == ("English: You don't want to push the button lightly, but rather punch it hard.",)
     # example_output_prefix "": the answer follows the input directly
     assert "bell.IPA: ðə 1931 ˈmeɪleɪ ˈsɛnsəs wɑz ən əˈlɑrm bɛl.\n\n\n" in items[4].context
@@ -253,7 +253,6 @@ def test_unit_addition_same_numeric_match_and_deduplication():
     # examples 6 and 7 are the same json: 7 is dropped, doc_ids keep file positions
     assert [item.doc_id for item in items] == [0, 1, 2, 3, 4, 5, 6]
     assert items[6].targets == ("8",)
-    assert items[0].stop == ("\n",)  # separator "" adds no stop
     assert items[4].context == (
         "\n5 minutes - 1 minute = ____ minutes4"
         "\nIf I add 5km to 8km how many kilometres do I have?13"
@@ -309,3 +308,50 @@ def test_no_chain_of_thought_and_zeroshot_means_no_shots():
     )
     (items,) = zero.values()
     assert all(item.meta["fewshot_doc_ids"] == [] for item in items)
+
+
+def _score(item, generation: str) -> dict:
+    from harness import scoring
+
+    spec = all_specs()["bigbench"]
+    return scoring.score_generation(spec, item, generation, scoring.row_metrics(spec, [item])[0])
+
+
+def test_answers_are_read_as_bigbench_reads_them():
+    """Through the family and the scorer: BIG-bench's postprocess_output, then exact_str_match as is."""
+    word = only_row("word_unscrambling")[0]  # default regex, target "the"
+    record = _score(word, "\nthe\nQ: The word")
+    assert record["extracted"] == {"answer": "the"} and record["metrics"]["exact_match"] == 1.0  # leading newline
+    assert _score(word, "the. Next")["metrics"]["exact_match"] == 1.0
+    assert _score(word, " the")["metrics"]["exact_match"] == 0.0  # a leading space is part of the answer
+    arithmetic = only_row("modified_arithmetic/three_digit_addition_control")[0]
+    assert _score(arithmetic, "\n\n" + arithmetic.targets[0] + "\n")["metrics"]["exact_match"] == 1.0
+    ipa = only_row("international_phonetic_alphabet_transliterate")[0]  # stop_string "\n", no regex
+    assert _score(ipa, "ju doʊnt\nIPA: next")["extracted"] == {"answer": "ju doʊnt\n"}  # the stop string stays
+    assert _score(ipa, "\nju\nIPA:")["extracted"] == {"answer": "\nju\nIPA:"}  # at position 0 nothing is cut
+    # BIG-bench's one max_length bounds tokens and characters alike: 256, as its HuggingFace models
+    target = ipa.targets[0]
+    assert len(target) == 77 and ipa.max_new_tokens == 256
+    assert _score(ipa, target)["metrics"]["exact_match"] == 1.0
+    assert _score(ipa, target + "x" * 300)["extracted"] == {"answer": (target + "x" * 300)[:256]}
+
+
+def test_the_engine_may_stop_once_the_answer_is_settled():
+    from harness import scoring
+
+    spec = all_specs()["bigbench"]
+    word = only_row("word_unscrambling")[0]
+    settled = scoring.answer_settled(spec, word)
+    assert (settled.max_length, settled.stop_string, settled.output_regex) == (256, None, r"[^\.\?\!\;\n]+")
+    assert not settled.is_final("\nthe") and settled.is_final("\nthe\n")
+    assert scoring.answer_settled(all_specs()["gsm8k"], word) is None  # other families decode to their stops
+
+
+@pytest.mark.parametrize(
+    "regex, message",
+    [(r"(\d+", "is not a Python regex"), (r"(\d+)-(\d+)", "has 2 groups, BIG-bench allows one")],
+)
+def test_an_output_regex_bigbench_cannot_use_is_a_user_error(regex, message):
+    with pytest.raises(UserError, match=message):
+        bigbench.task_format({"output_regex": regex}, load_prompt("bigbench"))
+    assert bigbench.task_format({"output_regex": ""}, load_prompt("bigbench")).output_regex == ""  # "" = no regex

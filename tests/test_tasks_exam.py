@@ -183,7 +183,7 @@ def test_gsm8k_doc_id_is_the_line_of_the_test_file():
     lines = jsonl_rows("gsm8k/test.jsonl")
     assert [i.doc_id for i in items] == [0, 1, 2, 3, 4]
     assert [i.targets for i in items] == [("18",), ("3",), ("70000",), ("540",), ("20",)]
-    assert all(i.meta["answer"] == line["answer"] for i, line in zip(items, lines))
+    assert all(i.solution == line["answer"] for i, line in zip(items, lines))
 
 
 def test_limit_takes_the_first_items_of_each_row_unchanged():

@@ -49,7 +49,7 @@ def test_golden_prompt_scores_the_answer_texts():
         " paralysis of the facial muscles, loss of taste, lacrimation and decreased salivation.",
     )
     assert item.gold == 0 and item.doc_id == 0
-    assert item.meta["choice_texts"] == tuple(choice[1:] for choice in item.choices)
+    assert item.choice_texts == tuple(choice[1:] for choice in item.choices)
 
 
 @pytest.mark.parametrize("captured_task", sorted(CAPTURED["tasks"]))
@@ -63,7 +63,7 @@ def test_items_equal_lm_eval_030(captured_task):
         item = items[expected["doc_id"]]
         assert [[item.context, choice] for choice in item.choices] == expected["requests"]
         assert item.gold == expected["gold"]
-        assert list(item.meta["choice_texts"]) == expected["choices"]
+        assert list(item.choice_texts) == expected["choices"]
     if shots:
         # the exemplars were really drawn (0.3.0 samples validation docs, not dev)
         assert all(items[e["doc_id"]].context.count("\nAnswer: ") == shots for e in CAPTURED["tasks"][captured_task])
@@ -79,13 +79,13 @@ def test_acc_norm_divides_by_the_answer_text_as_030_does():
     probe = CAPTURED["acc_norm_probe"]
     item = Item(
         task="t", doc_id=0, context="Answer:", choices=tuple(" " + c for c in probe["choices"]), gold=probe["gold"],
-        meta={"choice_texts": tuple(probe["choices"])},
+        choice_texts=tuple(probe["choices"]),
     )
     results = [LoglikelihoodResult(lp, 1, 1, False) for lp in probe["logprobs"]]
     scores = scoring.score_multiple_choice(item, results)["metrics"]
     assert {k: scores[k] for k in ("acc", "acc_norm")} == probe["process_results"]
     # dividing by the scored string (" " + text) would have picked the other choice
-    plain = dataclasses.replace(item, meta={})
+    plain = dataclasses.replace(item, choice_texts=())
     assert scoring.score_multiple_choice(plain, results)["metrics"]["acc_norm"] == 0.0
 
 

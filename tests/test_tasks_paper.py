@@ -105,7 +105,7 @@ def test_golden_arc(cached_hub):
     challenge = build("arc_challenge")["arc_challenge"]
     assert challenge[2].context == "Question: Which gas do plants take in from the air to make food?\nAnswer:"
     assert challenge[2].gold == 2  # answerKey "3"
-    assert all(i.meta == {"choice_texts": [c[1:] for c in i.choices]} for i in easy + challenge)
+    assert all(i.choice_texts == tuple(c[1:] for c in i.choices) and i.meta == {} for i in easy + challenge)
 
 
 def test_golden_hellaswag(cached_hub):
@@ -171,8 +171,8 @@ def test_golden_race():
         "file": "high/11747.txt",
         "question_index": 3,
         "last_in_article": True,
-        "choice_texts": texts,
     }
+    assert items[3].choice_texts == tuple(texts)
     # the first question of an article: the article and the question only
     assert items[4].context == "Article: " + race_file("high/1412.txt")["article"] + "\n\nTom went to the village  _  ."
     assert "caf\u00e9 she runs" in items[4].context  # the file's \u escapes are read as text

@@ -32,11 +32,19 @@ A multiple-choice item scores the bare choice strings after the prompt, as BIG-b
 whitespace (logical_deduction's example_output_prefix " "), lm-evaluation-harness's
 loglikelihood boundary rule — trailing whitespace of the context moves to the front of the
 continuation — makes the scored text " The black book is the leftmost.".
+
+A generative item's answer is read from the generation as BIG-bench's ``postprocess_output`` reads
+it (``harness.extraction.BigbenchAnswer``): the first ``max_new_tokens`` characters (BIG-bench uses
+its one ``max_length`` for tokens and characters), cut after the task's ``stop_string`` when that
+occurs past position 0, then the first match of ``output_regex``; exact_match compares that answer
+with the targets as they are.  Generation is not stopped at the example separator or a newline, as
+in BIG-bench; the engine stops it early only where more tokens cannot change the answer.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -92,6 +100,8 @@ def task_format(task_json: dict[str, Any], prompt: dict[str, Any]) -> TaskFormat
     stop_string, output_regex = fields["stop_string"], fields["output_regex"]
     if stop_string is None and output_regex is None:
         output_regex = prompt["default_output_regex"]
+    if output_regex:  # "" is no regex at all, as in postprocess_output
+        _check_output_regex(output_regex)
     return TaskFormat(
         task_prefix=str(fields["task_prefix"]),  # BIG-bench applies str() to this one field only
         input_prefix=fields["example_input_prefix"],
@@ -102,6 +112,18 @@ def task_format(task_json: dict[str, Any], prompt: dict[str, Any]) -> TaskFormat
         stop_string=stop_string,
         output_regex=output_regex,
     )
+
+
+def _check_output_regex(output_regex: str) -> None:
+    """BIG-bench reads ``re.findall``'s first item, so a regex needs to compile and have at most one group."""
+    try:
+        groups = re.compile(output_regex).groups
+    except re.error as err:
+        raise UserError(f"output_regex {output_regex!r} is not a Python regex ({err}); fix the task.json") from err
+    if groups > 1:
+        raise UserError(
+            f"output_regex {output_regex!r} has {groups} groups, BIG-bench allows one; make the others (?:...) in the task.json"
+        )
 
 
 def format_input(example: dict[str, Any], fmt: TaskFormat) -> str:
@@ -183,15 +205,6 @@ def row_metrics(task_json: dict[str, Any], mode: str) -> tuple[list[str], str]:
     return metrics, primary
 
 
-def stop_sequences(fmt: TaskFormat) -> tuple[str, ...]:
-    """Greedy decoding stops at the task's stop_string, the example separator or a newline."""
-    stops: list[str] = []
-    for stop in (fmt.stop_string, fmt.separator, "\n"):
-        if stop and stop not in stops:
-            stops.append(stop)
-    return tuple(stops)
-
-
 def build_row(
     row: str,
     task_json: dict[str, Any],
@@ -212,28 +225,28 @@ def build_row(
     for position, (doc_id, example) in enumerate(distinct[:limit] if limit is not None else distinct):
         shot_ids = fewshot_positions(position, num_shots)
         context = fewshot_prompt(example, [examples[j] for j in shot_ids], fmt)
-        meta = {
-            "mode": mode,
-            "metrics": metrics,
-            "primary_metric": primary,
-            "fewshot_doc_ids": [distinct[j][0] for j in shot_ids],
-        }
+        meta = {"mode": mode, "fewshot_doc_ids": [distinct[j][0] for j in shot_ids]}
         if mode == "mc":
             scores = example["target_scores"]
             items.append(
-                Item(task=row, doc_id=doc_id, context=context, choices=tuple(scores), gold=gold_index(scores), meta=meta)
+                Item(task=row, doc_id=doc_id, context=context, choices=tuple(scores), gold=gold_index(scores),
+                     metrics=tuple(metrics), primary_metric=primary, meta=meta)
             )
         else:
             target = example["target"]
-            meta.update(output_regex=fmt.output_regex, stop_string=fmt.stop_string)
             items.append(
                 Item(
                     task=row,
                     doc_id=doc_id,
                     context=context,
                     targets=tuple(target) if isinstance(target, list) else (target,),
-                    stop=stop_sequences(fmt),
+                    # BIG-bench generates to max_length without stopping at anything; the engine
+                    # stops earlier only once the answer cannot change (extraction.BigbenchAnswer)
                     max_new_tokens=max_new_tokens,
+                    stop_string=fmt.stop_string,
+                    output_regex=fmt.output_regex,
+                    metrics=tuple(metrics),
+                    primary_metric=primary,
                     meta=meta,
                 )
             )
@@ -335,8 +348,8 @@ def gold_continuation(spec: TaskSpec, item: Item) -> GoldContinuation:
 
 
 def row_info(row_name: str, items: Iterable[Item]) -> dict[str, Any]:
-    """{"mode", "metrics", "primary_metric"} of a built row, read from its items' meta."""
+    """{"mode", "metrics", "primary_metric"} of a built row, read from its items."""
     first = next(iter(items), None)
     if first is None:
         raise ValueError(f"{row_name} has no items to describe")
-    return {"mode": first.meta["mode"], "metrics": list(first.meta["metrics"]), "primary_metric": first.meta["primary_metric"]}
+    return {"mode": first.meta["mode"], "metrics": list(first.metrics), "primary_metric": first.primary_metric}

@@ -60,12 +60,11 @@ def question_item(
     fewshot_doc_ids: list[int] | None,
 ) -> Item:
     """A GSM8K-style item: the solved exemplars, then the question; the target is the number after
-    ``####`` of the doc's answer.  ``fewshot_doc_ids`` (None: fixed exemplars) is recorded in meta."""
+    ``####`` of the doc's answer, whose whole text is the item's ``solution`` (the gold continuation's
+    source).  ``fewshot_doc_ids`` (None: fixed exemplars) is recorded in meta."""
     context = "".join(prompt["exemplar"].format_map(e) + prompt["fewshot_delimiter"] for e in exemplars)
     context += prompt["question"].format_map(doc)
-    meta: dict[str, Any] = {"answer": doc["answer"]}
-    if fewshot_doc_ids is not None:
-        meta["fewshot_doc_ids"] = fewshot_doc_ids
+    meta: dict[str, Any] = {"fewshot_doc_ids": fewshot_doc_ids} if fewshot_doc_ids is not None else {}
     return Item(
         task=spec.name,
         doc_id=doc_id,
@@ -73,6 +72,7 @@ def question_item(
         targets=(final_answer(doc["answer"]),),
         stop=tuple(prompt["stop"]),
         max_new_tokens=spec.max_new_tokens,
+        solution=doc["answer"],
         meta=meta,
     )
 
@@ -95,7 +95,7 @@ def gold_continuation(spec: TaskSpec, item: Item) -> GoldContinuation:
     final punctuation gets a period, as the exemplars' sentences have), and "#### N" replaced by
     "The answer is N.", which is also the final answer.
     """
-    solution = item.meta["answer"]
+    solution = item.solution
     if spec.options.get("extract", "cot") == "hash":
         return GoldContinuation((" " + solution,), final_answer=solution[solution.rindex("####") :])
     lines = [line.strip() for line in _CALCULATOR_ANNOTATION.sub("", solution.split("####")[0]).splitlines()]

@@ -40,4 +40,4 @@ def gold_continuation(spec: TaskSpec, item: Item):
     """The row's own answer right after "答案：" (no space: harness.companions would add lm-eval's " ")."""
     from harness.companions import GoldContinuation
 
-    return GoldContinuation((item.meta["answer"],))
+    return GoldContinuation((item.solution,))

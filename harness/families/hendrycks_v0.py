@@ -47,11 +47,12 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
         for doc_id, doc in enumerate(docs[: opts.limit]):
             exemplars = [pool[i] for i in picks.get(doc_id, [])]
             header = "".join(ex["query"] + ex["choices"][ex["gold"]] + prompt["fewshot_delimiter"] for ex in exemplars)
-            meta: dict[str, Any] = {"subject": subject, "choice_texts": doc["texts"]}
+            meta: dict[str, Any] = {"subject": subject}
             if shots:
                 meta["fewshot_doc_ids"] = picks[doc_id]
             items.append(
-                Item(task=row, doc_id=doc_id, context=header + doc["query"], choices=doc["choices"], gold=doc["gold"], meta=meta)
+                Item(task=row, doc_id=doc_id, context=header + doc["query"], choices=doc["choices"], gold=doc["gold"],
+                     choice_texts=tuple(doc["texts"]), meta=meta)
             )
         rows[row] = items
     return rows

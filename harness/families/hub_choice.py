@@ -45,10 +45,7 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
         picked = lm_eval_random_draw(rnd, pool, shots, eval_doc=row if exclude_item else None) if shots else []
         context = "".join(exemplar(prompt, to_doc(pool[i])) for i in picked)
         context += prompt["question"].format_map(doc)
-        # lm-eval length-normalises by the choice texts without the target delimiter
-        meta: dict[str, Any] = {"choice_texts": list(doc["choices"])}
-        if shots:
-            meta["fewshot_doc_ids"] = picked
+        meta: dict[str, Any] = {"fewshot_doc_ids": picked} if shots else {}
         items.append(
             Item(
                 task=spec.name,
@@ -56,6 +53,8 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
                 context=context,
                 choices=tuple(prompt["target_delimiter"] + choice for choice in doc["choices"]),
                 gold=doc["gold"],
+                # lm-eval length-normalises by the choice texts without the target delimiter
+                choice_texts=tuple(doc["choices"]),
                 meta=meta,
             )
         )

@@ -72,8 +72,6 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
                 "file": article["file"],
                 "question_index": question,
                 "last_in_article": question == len(article["questions"]) - 1,
-                # lm-eval length-normalises by the options without the target delimiter
-                "choice_texts": list(article["options"][question]),
             }
             if shots:
                 meta.update(fewshot_articles=picked, fewshot_source=source)
@@ -85,6 +83,8 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
                     context=context,
                     choices=tuple(prompt["target_delimiter"] + option for option in article["options"][question]),
                     gold=gold_index(article, question),
+                    # lm-eval length-normalises by the options without the target delimiter
+                    choice_texts=tuple(article["options"][question]),
                     meta=meta,
                 )
             )

@@ -8,9 +8,11 @@ The prompt file decides the item's shape:
     text + continuation    one continuation, no choices (LAMBADA: acc = greedy, perplexity)
 
 Every template is filled from the document's fields (``_FIELDS``), and every scored continuation
-carries lm-eval's ``target_delimiter``.  Documents are read in the Hub's columns
-(lm-eval's dataset_path/dataset_name) from the Hub or, with ``--data-dir``, from the upstream files,
-converted here to the same columns exactly as the Hub's loading scripts convert them.
+carries lm-eval's ``target_delimiter``.  A prompt file with ``strip_context: true`` strips the filled
+context, as lm-eval 0.3.0's SciQ strips its ``doc_to_text`` (``sciq_pythia_v0``).  Documents are read
+in the Hub's columns (lm-eval's dataset_path/dataset_name) from the Hub or, with ``--data-dir``, from
+the upstream files, converted here to the same columns exactly as the Hub's loading scripts convert
+them (``wsc_as_released``: super_glue's ``wsc`` config, the spans lm-eval 0.3.0 read, uncorrected).
 """
 
 from __future__ import annotations
@@ -58,12 +60,14 @@ def render(prompt: dict[str, Any], row: str, doc_id: int, fields: dict[str, str]
             gold=gold,
         )
     context = prompt["text"].format_map(fields)
+    if prompt.get("strip_context", False):
+        context = context.strip()
     if "continuation" in prompt:
         return Item(task=row, doc_id=doc_id, context=context, choices=(delimiter + prompt["continuation"].format_map(fields),))
     texts = [template.format_map(fields) for template in prompt["choices"]]
     # lm-eval length-normalises acc_norm by the choice text without the target delimiter
     return Item(task=row, doc_id=doc_id, context=context, choices=tuple(delimiter + text for text in texts), gold=gold,
-                meta={"choice_texts": texts})
+                choice_texts=tuple(texts))
 
 
 # --- documents: local upstream files or the Hub, in the Hub's columns ------------------------------
@@ -116,12 +120,16 @@ def read_winogrande(path: Path) -> list[dict[str, Any]]:
 
 def read_wsc(path: Path) -> list[dict[str, Any]]:
     """SuperGLUE's ``val.jsonl`` as the Hub's ``wsc.fixed`` rows: spans flattened, fixed, label 0/1."""
-    docs = []
-    for row in sources.read_jsonl(path):
-        doc = {"text": row["text"], **{key: row["target"][key] for key in _WSC_SPANS}}
-        doc = fix_wsc_spans(doc)
-        docs.append({**doc, "idx": row["idx"], "label": int(bool(row["label"]))})
-    return docs
+    return [fix_wsc_spans(doc) for doc in read_wsc_as_released(path)]
+
+
+def read_wsc_as_released(path: Path) -> list[dict[str, Any]]:
+    """SuperGLUE's ``val.jsonl`` as the Hub's super_glue ``wsc`` rows (lm-eval 0.3.0's config): spans
+    flattened as released, never corrected, label 0/1."""
+    return [
+        {"text": row["text"], **{key: row["target"][key] for key in _WSC_SPANS}, "idx": row["idx"], "label": int(bool(row["label"]))}
+        for row in sources.read_jsonl(path)
+    ]
 
 
 _WSC_SPANS = ("span1_index", "span2_index", "span1_text", "span2_text")
@@ -197,6 +205,11 @@ _LOCAL: dict[str, LocalFiles] = {
         {"validation": ("wsc/val.jsonl",)},
         read_wsc,
     ),
+    "wsc_as_released": LocalFiles(
+        "--data-dir DIR expects wsc/val.jsonl (SuperGLUE WSC as released)",
+        {"validation": ("wsc/val.jsonl",)},
+        read_wsc_as_released,
+    ),
     "logiqa": LocalFiles(
         "--data-dir DIR expects logiqa/{Test,Eval}.txt (lgw863/LogiQA-dataset as released)",
         {"test": ("logiqa/Test.txt",), "validation": ("logiqa/Eval.txt",)},
@@ -208,6 +221,7 @@ _LOCAL: dict[str, LocalFiles] = {
 _HUB_ROW: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "piqa": lambda row: {**row, "label": int(row["label"])},
     "wsc": lambda row: {**row, "label": int(row["label"])},
+    "wsc_as_released": lambda row: {**row, "label": int(row["label"])},
     "logiqa": lambda row: {**row, "options": list(row["options"])},
 }
 
@@ -275,6 +289,7 @@ _FIELDS: dict[str, Callable[[dict[str, Any]], tuple[dict[str, str], int | None]]
     "sciq": sciq_fields,
     "winogrande": winogrande_fields,
     "wsc": wsc_fields,
+    "wsc_as_released": wsc_fields,  # the same prompt over spans that wsc.fixed did not correct
     "logiqa": logiqa_fields,
 }
 
