@@ -201,10 +201,10 @@ def cmd_eval(args) -> int:
 
     if not launched_ranks().is_main:
         return 0  # the main process writes and prints the gathered results
+    results = json.loads(path.read_text(encoding="utf-8"))
     if log_targets:
         from harness.loggers import Loggers
 
-        results = json.loads(path.read_text(encoding="utf-8"))
         loggers = Loggers(log_targets, config.out)
         loggers.log_results(results.get("name") or args.model, results, results.get("step"))
         loggers.close()
@@ -216,7 +216,7 @@ def cmd_eval(args) -> int:
 
     # this run's tasks only: a failure an earlier eval left in the same folder is listed in the file
     asked = {s.label for s in registry.resolve(list(config.tasks))} | ({"loss"} if config.loss_corpus else set())
-    failures = [f for f in json.loads(path.read_text(encoding="utf-8")).get("failures", []) if f["task"] in asked]
+    failures = [f for f in results.get("failures", []) if f["task"] in asked]
     if failures:  # a diverged checkpoint is a failure, not a score of 0
         print(f"{len(failures)} failed:", file=sys.stderr)
         for failure in failures:

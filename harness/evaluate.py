@@ -247,7 +247,9 @@ def evaluate(config: EvalConfig, log=print) -> Path:
 
     task_rows = build_task_rows(registry.resolve(list(config.tasks)), config.build_options())
     ranks, device = distributed.join(config.device)
-    identity = units.checkpoint_identity(Checkpoint(config.model, config.revision, None), _dtype_name(config.dtype, device))
+    from harness.models import dtype_name
+
+    identity = units.checkpoint_identity(Checkpoint(config.model, config.revision, None), dtype_name(config.dtype, device))
     plan = plan_checkpoint(config, task_rows, identity)
     if plan.done and ranks.is_main:
         log(f"already in {plan.out_dir}: {', '.join(sorted(plan.done))} (same checkpoint, data and settings); not run again")
@@ -364,12 +366,6 @@ def run_plan(
         write()
     write()
     return results
-
-
-def _dtype_name(dtype: str, device: str) -> str:
-    from harness.models import resolve_device, resolve_dtype
-
-    return str(resolve_dtype(dtype, resolve_device(device))).removeprefix("torch.")
 
 
 def _loss_key(config: EvalConfig, identity: "units.CheckpointIdentity") -> str:

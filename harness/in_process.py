@@ -103,8 +103,9 @@ def evaluate_model(
 
             if ranks.world > 1:
                 _barrier()  # the main process has written the folder before any process hashes it
-            dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-            identity = units.CheckpointIdentity(None, None, folder_content_hash(Path(checkpoint_dir)), dtype)
+            from harness.models import weights_dtype
+
+            identity = units.CheckpointIdentity(None, None, folder_content_hash(Path(checkpoint_dir)), weights_dtype(model))
             model_name = str(checkpoint_dir)
         else:
             identity = units.loaded_model_identity(model, tokenizer)
@@ -168,15 +169,11 @@ def _barrier() -> None:
 
 def _model_info(model: Any, tokenizer: Any, model_name: str, identity: units.CheckpointIdentity) -> Any:
     """What ``load_model`` records for a loaded checkpoint, for a model given in memory."""
-    from harness.models import ModelInfo, _architecture, context_length, count_parameters
+    from harness.models import model_info
 
-    total, non_embedding = count_parameters(model)
-    first = next(model.parameters())
-    return ModelInfo(
-        model=model_name, revision=None, resolved_revision=None, content_hash=identity.content_hash,
+    return model_info(
+        model, tokenizer, model=model_name, revision=None, resolved_revision=None, content_hash=identity.content_hash,
         source="memory" if identity.content_hash.startswith("state-dict:") else "local",
-        params_total=total, params_non_embedding=non_embedding, dtype=str(first.dtype).removeprefix("torch."),
-        device=str(first.device), architecture=_architecture(model), max_length=context_length(model, tokenizer),
     )
 
 

@@ -7,6 +7,7 @@ harness cache, keyed by the file's sha256; later loads read that folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -407,22 +408,40 @@ def load_model(
         )
     network = network.to(torch_device)
     network.eval()
+    info = model_info(network, tokenizer, model=model, revision=revision, resolved_revision=resolved_revision,
+                      content_hash=content_hash, source=kind)
+    return network, tokenizer, info
+
+
+def weights_dtype(network: torch.nn.Module) -> str:
+    """The dtype a model's results record: its first parameter's (``float32``, ``bfloat16``)."""
+    return str(next(network.parameters()).dtype).removeprefix("torch.")
+
+
+def dtype_name(dtype: str, device: str) -> str:
+    """The dtype ``--dtype`` (``auto`` included) resolves to on ``device``, as ``weights_dtype`` spells it."""
+    return str(resolve_dtype(dtype, resolve_device(device))).removeprefix("torch.")
+
+
+def model_info(
+    network: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, model: str, revision: str | None,
+    resolved_revision: str | None, content_hash: str | None, source: str,
+) -> ModelInfo:
+    """What a results file records about a loaded model (``load_model``'s, or one handed over in memory)."""
     total, non_embedding = count_parameters(network)
-    first = next(network.parameters())
-    info = ModelInfo(
+    return ModelInfo(
         model=model,
         revision=revision,
         resolved_revision=resolved_revision,
         content_hash=content_hash,
-        source=kind,
+        source=source,
         params_total=total,
         params_non_embedding=non_embedding,
-        dtype=str(first.dtype).removeprefix("torch."),
-        device=str(first.device),
+        dtype=weights_dtype(network),
+        device=str(next(network.parameters()).device),
         architecture=_architecture(network),
         max_length=context_length(network, tokenizer),
     )
-    return network, tokenizer, info
 
 
 def load_tokenizer(
@@ -459,6 +478,7 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+@functools.cache  # once per process
 def _git_commit() -> tuple[str | None, bool | None]:
     """The commit of the checkout the harness runs from, and whether its tracked files differ from it;
     (None, None) when installed from a wheel (no .git beside the package) or git is missing."""
@@ -482,9 +502,6 @@ def _git_commit() -> tuple[str | None, bool | None]:
     return head.stdout.strip(), (bool(status.stdout.strip()) if status.returncode == 0 else None)
 
 
-_GIT: list[tuple[str | None, bool | None]] = []  # computed once per process
-
-
 def device_name(device: str) -> str:
     """The accelerator's marketing name (``NVIDIA H100 80GB HBM3``), or the CPU's."""
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -504,9 +521,7 @@ def run_provenance(device: str, dtype: str) -> dict[str, Any]:
 
     from harness import __version__
 
-    if not _GIT:
-        _GIT.append(_git_commit())
-    commit, dirty = _GIT[0]
+    commit, dirty = _git_commit()
     return {
         "harness_version": __version__,
         "git_commit": commit,

@@ -171,9 +171,9 @@ def _now() -> str:
 
 
 def _dtype_name(config: SweepConfig) -> str:
-    from harness.models import resolve_device, resolve_dtype
+    from harness.models import dtype_name
 
-    return str(resolve_dtype(config.dtype, resolve_device(config.device))).removeprefix("torch.")
+    return dtype_name(config.dtype, config.device)
 
 
 class _SweepInputs:

@@ -72,6 +72,8 @@ def loaded_model_identity(model: Any, tokenizer: Any) -> CheckpointIdentity:
     their saved folder get two identities; pass the folder (``checkpoint_dir=``) when there is one."""
     import torch
 
+    from harness import models
+
     digest = hashlib.sha256()
     config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
     digest.update(json.dumps(config, sort_keys=True, default=str).encode("utf-8"))
@@ -83,9 +85,7 @@ def loaded_model_identity(model: Any, tokenizer: Any) -> CheckpointIdentity:
         # the raw bytes as a uint8 view: no copy on the CPU, one tensor at a time from a GPU
         flat = tensor.reshape(-1).contiguous().cpu()
         digest.update(flat.view(torch.uint8).numpy().data if flat.numel() else b"")
-    # the dtype load_model records: the first parameter's
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return CheckpointIdentity(None, None, f"state-dict:{digest.hexdigest()}", dtype)
+    return CheckpointIdentity(None, None, f"state-dict:{digest.hexdigest()}", models.weights_dtype(model))
 
 
 def item_fields(item: Item) -> dict[str, Any]:
