@@ -109,17 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="loss column = ln(that perplexity) at the same checkpoint, a proxy for results without a loss, "
                             "e.g. lambada_openai:perplexity (loss_source says so)")
 
-    from harness import import_lm_eval
+    from harness.interop import import_lm_eval
 
     import_parser = sub.add_parser("import-lm-eval", help="import lm-evaluation-harness results JSON files (v0.3 and v0.4) as results")
     import_lm_eval.add_arguments(import_parser)
 
-    from harness import report
+    from harness.analysis import report
 
     report_parser = sub.add_parser("report", help="figures, correlation table and emergence threshold of every task, from a results folder")
     report.add_arguments(report_parser)
 
-    from harness import compare
+    from harness.analysis import compare
 
     compare_parser = sub.add_parser("compare", help="our results beside a reference's (e.g. imported Pythia evals), cell by cell in stderr units")
     compare.add_arguments(compare_parser)
@@ -179,10 +179,10 @@ def _add_sweep_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from harness.evaluate import EvalConfig, evaluate
-    from harness.table import stats_markdown, summary_markdown
+    from harness.runs.evaluate import EvalConfig, evaluate
+    from harness.analysis.table import stats_markdown, summary_markdown
 
-    from harness.loggers import parse_log_to
+    from harness.runs.loggers import parse_log_to
 
     if args.loss_corpus is not None and not args.loss_corpus.exists():
         raise UserError(f"--loss-corpus {args.loss_corpus} does not exist; pass a .txt or .jsonl file")
@@ -197,13 +197,13 @@ def cmd_eval(args) -> int:
         progress=not args.no_progress, task_files=tuple(args.task_files), data_revision=args.data_revision,
     )
     path = evaluate(config, log=lambda msg: print(msg, file=sys.stderr))
-    from harness.distributed import launched_ranks
+    from harness.runs.distributed import launched_ranks
 
     if not launched_ranks().is_main:
         return 0  # the main process writes and prints the gathered results
     results = json.loads(path.read_text(encoding="utf-8"))
     if log_targets:
-        from harness.loggers import Loggers
+        from harness.runs.loggers import Loggers
 
         loggers = Loggers(log_targets, config.out)
         loggers.log_results(results.get("name") or args.model, results, results.get("step"))
@@ -212,7 +212,7 @@ def cmd_eval(args) -> int:
     if args.stats:
         print(stats_markdown(path))
     print(f"results: {path}\nitems:   {path.with_name('items.jsonl')}")
-    from harness import registry
+    from harness.items import registry
 
     # this run's tasks only: a failure an earlier eval left in the same folder is listed in the file
     asked = {s.label for s in registry.resolve(list(config.tasks))} | ({"loss"} if config.loss_corpus else set())
@@ -228,13 +228,13 @@ def cmd_eval(args) -> int:
 def cmd_sweep(args) -> int:
     from dataclasses import replace
 
-    from harness.loggers import Loggers, parse_log_to
-    from harness.loss_sources import loss_settings
-    from harness.sweep import run_sweep
-    from harness.sweep_config import (
+    from harness.runs.loggers import Loggers, parse_log_to
+    from harness.runs.loss_sources import loss_settings
+    from harness.runs.sweep import run_sweep
+    from harness.runs.sweep_config import (
         SweepConfig, load_sweep_config, model_sweep, parse_tokens_per_step, select_models, validated,
     )
-    from harness.units import parse_shard
+    from harness.runs.units import parse_shard
 
     tokens_per_step = parse_tokens_per_step(args.tokens_per_step)
     log_targets = [parse_log_to(text) for text in args.log_to]
@@ -299,25 +299,25 @@ def cmd_sweep(args) -> int:
 
 
 def _sweep_config_path(args) -> Path | None:
-    """--config's file, or the packaged file of --preset (harness/presets/<name>.yaml)."""
+    """--config's file, or the packaged file of --preset (harness/interop/presets/<name>.yaml)."""
     if args.preset is None:
         return args.config
     if args.config is not None:
         raise UserError("--preset is a built-in --config; pass one of them")
     from importlib import resources
 
-    presets = sorted(p.name.removesuffix(".yaml") for p in resources.files("harness.presets").iterdir() if p.name.endswith(".yaml"))
+    presets = sorted(p.name.removesuffix(".yaml") for p in resources.files("harness.interop.presets").iterdir() if p.name.endswith(".yaml"))
     if args.preset not in presets:
         raise UserError(f"unknown preset {args.preset!r}; known presets: {', '.join(presets)}")
-    return Path(str(resources.files("harness.presets") / f"{args.preset}.yaml"))
+    return Path(str(resources.files("harness.interop.presets") / f"{args.preset}.yaml"))
 
 
 def cmd_loss(args) -> int:
     import dataclasses
 
     from harness import store
-    from harness.loss import pretraining_loss
-    from harness.models import load_model
+    from harness.engine.loss import pretraining_loss
+    from harness.engine.models import load_model
 
     if args.loss_corpus is None:
         raise UserError("harness loss needs --loss-corpus PATH (.txt or .jsonl with a 'text' field)")
@@ -328,8 +328,8 @@ def cmd_loss(args) -> int:
     result = pretraining_loss(
         model, tokenizer, args.loss_corpus, window=args.loss_window, max_tokens=args.loss_tokens, batch_size=args.batch_size
     )
-    from harness.models import run_provenance
-    from harness.units import CheckpointIdentity, identity_digest
+    from harness.engine.models import run_provenance
+    from harness.runs.units import CheckpointIdentity, identity_digest
 
     record = {
         "model": dataclasses.asdict(info), "loss": {**dataclasses.asdict(result), "source": "corpus"},
@@ -347,15 +347,15 @@ def cmd_loss(args) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from harness.task_docs import describe_tasks
+    from harness.items.task_docs import describe_tasks
 
     print(describe_tasks(verbose=args.verbose))
     return 0
 
 
 def cmd_prompt(args) -> int:
-    from harness import registry
-    from harness.evaluate import build_task_rows
+    from harness.items import registry
+    from harness.runs.evaluate import build_task_rows
 
     (selection,) = registry.resolve([args.task])
     opts = registry.BuildOptions(
@@ -386,8 +386,8 @@ def cmd_prompt(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from harness.sweep_config import parse_tokens_per_step
-    from harness.table import render, results_table, with_task_loss
+    from harness.runs.sweep_config import parse_tokens_per_step
+    from harness.analysis.table import render, results_table, with_task_loss
 
     frame = results_table(args.path, parse_tokens_per_step(args.tokens_per_step))
     if args.loss_from_task:
@@ -399,26 +399,26 @@ def cmd_table(args) -> int:
 
 
 def cmd_import_lm_eval(args) -> int:
-    from harness import import_lm_eval
+    from harness.interop import import_lm_eval
 
     return import_lm_eval.run(args)
 
 
 def cmd_report(args) -> int:
-    from harness import report
+    from harness.analysis import report
 
     return report.run(args)
 
 
 def cmd_compare(args) -> int:
-    from harness import compare
+    from harness.analysis import compare
 
     return compare.run(args)
 
 
 def cmd_train_tiny(args) -> int:
-    from harness.demo import default_out, suite_config
-    from harness.tiny_suite import train_suite
+    from harness.demo.pipeline import default_out, suite_config
+    from harness.demo.tiny_suite import train_suite
 
     settings = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
     out = args.out or default_out(**settings) / "suite"
@@ -431,7 +431,7 @@ def cmd_train_tiny(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from harness.demo import default_out, run_demo
+    from harness.demo.pipeline import default_out, run_demo
 
     settings = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
     result = run_demo(args.out or default_out(**settings), **settings, log=lambda message: print(message, file=sys.stderr))

@@ -30,7 +30,7 @@ class AnswerSettled(Protocol):
     """A hashable value that tells when a generation's answer can no longer change.
 
     ``is_final(text)`` must be True only if the answer read from ``text + more`` equals the one read
-    from ``text`` for every string ``more`` (e.g. ``harness.extraction.BigbenchAnswer``).
+    from ``text`` for every string ``more`` (e.g. ``harness.scoring.extraction.BigbenchAnswer``).
     """
 
     def is_final(self, text: str) -> bool: ...
@@ -86,7 +86,7 @@ class Item:
     max_new_tokens: int = 0
     contexts: tuple[str, ...] = ()  # one per choice, or () when every choice follows ``context``
     # What scoring reads beyond the prompt and answers.  Typed fields, never ``meta``: the unit key
-    # hashes every field but ``meta`` (harness.units.items_sha256), so editing any of these re-runs.
+    # hashes every field but ``meta`` (harness.runs.units.items_sha256), so editing any of these re-runs.
     choice_texts: tuple[str, ...] = ()  # acc_norm/acc_bytes divide by these lengths; () = by ``choices``
     solution: str = ""  # the dataset's worked answer the gold continuation is built from (GSM8K); "" = none
     # BIG-bench (extraction.bigbench_postprocess): the answer is the generation cut after

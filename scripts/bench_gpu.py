@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from harness import registry
+from harness.items import registry
 from harness.engine import Engine
-from harness.evaluate import build_task_rows, score_items
-from harness.models import load_model
-from harness.registry import BuildOptions
+from harness.runs.evaluate import build_task_rows, score_items
+from harness.engine.models import load_model
+from harness.items.registry import BuildOptions
 
 # Dense bf16 tensor-core peak, TFLOP/s (vendor datasheets, without sparsity), by a name fragment.
 PEAK_BF16_TFLOPS = {

@@ -22,7 +22,7 @@ script writes (MMLU's csv and GSM8K's jsonl as they are; BIG-bench's task.json r
 json line per example, since its per-example ``target_scores`` dicts don't fit a table).  Its
 side is cached under ``--cache-dir`` by (lm-eval version, model, task, items), so reruns while
 optimising only re-time ours; ``--fresh`` ignores that cache.  Tokens forwarded are counted
-by the same forward pre-hook (``harness.token_accounting``) on the shared model for both sides.
+by the same forward pre-hook (``harness.engine.token_accounting``) on the shared model for both sides.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ from typing import Any
 import torch
 import yaml
 
-from harness import registry
+from harness.items import registry
 from harness.engine import Engine
-from harness.evaluate import build_task_rows, score_items
-from harness.models import load_model
-from harness.registry import BuildOptions
-from harness.token_accounting import count_forwarded_tokens
+from harness.runs.evaluate import build_task_rows, score_items
+from harness.engine.models import load_model
+from harness.items.registry import BuildOptions
+from harness.engine.token_accounting import count_forwarded_tokens
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def zeroshot_part(name: str, data_dir: Path, folder: Path) -> Part:
     lm-eval's cache key stays put across runs."""
     import lm_eval
 
-    from harness.families import zeroshot
+    from harness.items.families import zeroshot
 
     spec = registry.all_specs()[name]
     docs = zeroshot.load_docs(spec, BuildOptions(data_dir=data_dir))

@@ -1,4 +1,4 @@
-"""Calibrate the verdicts of harness.thresholds on simulated sweeps whose truth is known.
+"""Calibrate the verdicts of harness.analysis.thresholds on simulated sweeps whose truth is known.
 
 Each case draws a sweep (one or several models, each a curve of checkpoints with binomial or
 normal noise around a known shape), runs the report's own functions on it, and counts how often
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.thresholds import EMERGED, FROM_START, Curve, agreement, emergence_threshold, pool
+from harness.analysis.thresholds import EMERGED, FROM_START, Curve, agreement, emergence_threshold, pool
 
 # --- the simulated sweeps --------------------------------------------------------------------------
 CHECKPOINTS = 20  # per model

@@ -1,7 +1,7 @@
 """How many tokens of a held-out corpus give a pre-training loss stable to 0.01 nats?
 
 The harness's loss is the mean next-token cross-entropy over non-overlapping windows of the
-tokenized corpus (``harness.loss``). Its noise, for a fixed checkpoint, comes from which text was
+tokenized corpus (``harness.engine.loss``). Its noise, for a fixed checkpoint, comes from which text was
 scored: windows differ in difficulty. This script scores ``--windows`` windows of one model, then
 reports, for growing token budgets, the standard error of the mean loss (the windows' sd / sqrt(k))
 and the spread of the loss across disjoint blocks of that many tokens, and the budget at which the
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.loss import corpus_token_stream, read_corpus
-from harness.models import context_length, load_model
+from harness.engine.loss import corpus_token_stream, read_corpus
+from harness.engine.models import context_length, load_model
 
 
 def default_model() -> str:

@@ -3,7 +3,7 @@
     python scripts/quick_margins.py                              # seeds 0-4, one and two threads
     python scripts/quick_margins.py --seeds 0 1 --threads 1 --set steps=1200 --set docstring_chars=300000
 
-Trains only the largest size of ``harness.demo.QUICK`` (each size is trained on its own, from the
+Trains only the largest size of ``harness.demo.pipeline.QUICK`` (each size is trained on its own, from the
 seed, so its weights are those of the full quick suite with the same seed and thread count), sweeps
 its first and last checkpoints with the demo's own sweep config, and prints one row per
 (seed, threads): the quantities ``tests/test_demo.py::test_quick_demo_end_to_end`` asserts on the
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from harness.demo import QUICK, sweep_yaml
-from harness.sweep import run_sweep
-from harness.sweep_config import load_sweep_config
-from harness.table import markdown_table, results_table
-from harness.tiny_suite import ModelSize, train_suite
+from harness.demo.pipeline import QUICK, sweep_yaml
+from harness.runs.sweep import run_sweep
+from harness.runs.sweep_config import load_sweep_config
+from harness.analysis.table import markdown_table, results_table
+from harness.demo.tiny_suite import ModelSize, train_suite
 
 TASK = "bigbench:two_digit_addition"
 

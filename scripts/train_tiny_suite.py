@@ -3,8 +3,8 @@
     python scripts/train_tiny_suite.py                 # results/demo/suite (the full demo's suite)
     python scripts/train_tiny_suite.py --quick --out /tmp/suite
 
-The suite (corpus, tokenizer, sizes, steps, checkpoints) is defined in harness/tiny_suite.py and its
-tuned settings in harness/demo.py (FULL, QUICK); `harness demo` trains it too, then sweeps it.
+The suite (corpus, tokenizer, sizes, steps, checkpoints) is defined in harness/demo/tiny_suite.py and its
+tuned settings in harness/demo/pipeline.py (FULL, QUICK); `harness demo` trains it too, then sweeps it.
 """
 
 import sys

@@ -101,7 +101,7 @@ def gguf_cache_dir() -> Path:
     """Where dequantized GGUF models are kept: the harness's own default ($HARNESS_CACHE or
     ~/.cache/emergence-harness), shared by in-process tests and ``harness`` subprocesses, so the
     ~40 s dequantization happens once per machine, not once per test."""
-    from harness.models import default_gguf_cache_dir
+    from harness.engine.models import default_gguf_cache_dir
 
     return default_gguf_cache_dir()
 
@@ -149,7 +149,7 @@ def evaluate_tiny(model_dir: Path, out: Path, tasks, **config) -> tuple[dict, li
     the item records."""
     import json
 
-    from harness.evaluate import EvalConfig, evaluate
+    from harness.runs.evaluate import EvalConfig, evaluate
 
     path = evaluate(
         EvalConfig(model=str(model_dir), tasks=tuple(tasks), data_dir=FIXTURES / "data", limit=3, batch_size=4,
@@ -164,7 +164,7 @@ def evaluate_tiny(model_dir: Path, out: Path, tasks, **config) -> tuple[dict, li
 def assert_scores_equal_lm_eval(task, doc: dict, item, metrics=("acc", "acc_norm", "acc_bytes")) -> None:
     """``metrics`` of lm-eval's process_results and ours on the same log-likelihoods, chosen so that
     normalising by lengths with or without the target delimiter can disagree."""
-    from harness import scoring
+    from harness.scoring import records as scoring
     from harness.requests import LoglikelihoodResult
 
     texts = [c[1:] for c in item.choices]

@@ -22,11 +22,11 @@ import re
 import pytest
 
 from harness.engine import Engine
-from harness.extraction import BIGBENCH_DEFAULT_OUTPUT_REGEX, BigbenchAnswer, bigbench_exact_match, bigbench_postprocess
-from harness.regex_prefix import first_match_is_settled
+from harness.scoring.extraction import BIGBENCH_DEFAULT_OUTPUT_REGEX, BigbenchAnswer, bigbench_exact_match, bigbench_postprocess
+from harness.scoring.regex_prefix import first_match_is_settled
 from harness.requests import GenerationRequest
 
-# (stop_string, output_regex) of real BIG-bench 1.0.0 tasks, as harness.families.bigbench resolves them
+# (stop_string, output_regex) of real BIG-bench 1.0.0 tasks, as harness.items.families.bigbench resolves them
 DEFAULT = (None, BIGBENCH_DEFAULT_OUTPUT_REGEX)  # most tasks: neither field set
 ARITHMETIC = (None, r"[-+]?\d+")  # arithmetic/*, modified_arithmetic, chinese_remainder_theorem
 IPA = ("\n", None)  # international_phonetic_alphabet_transliterate

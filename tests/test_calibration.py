@@ -1,4 +1,4 @@
-"""The verdicts of harness.thresholds are calibrated: on simulated sweeps whose truth is known, false
+"""The verdicts of harness.analysis.thresholds are calibrated: on simulated sweeps whose truth is known, false
 "emerged" stays at or below 10%, the 90% interval of η covers the truth 85–95% of the time, clear
 rises are found, and "the sizes agree" is right at least 80% of the time either way.
 

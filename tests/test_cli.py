@@ -68,7 +68,7 @@ def test_eval_writes_results_with_loss_and_every_row(local_run):
     assert tasks["mmlu:abstract_algebra"]["metrics"]["acc"]["random_baseline"] == pytest.approx(0.25)
     assert tasks["mmlu:abstract_algebra"]["metrics"]["brier_score"]["random_baseline"] == pytest.approx(0.75)
     assert set(tasks["gsm8k"]["metrics"]) == {"exact_match_strict", "exact_match_flexible", "exact_match_numeric",
-                                              # the continuous companions (harness.companions)
+                                              # the continuous companions (harness.scoring.companions)
                                               "target_logprob", "target_logprob_per_token", "final_answer_logprob",
                                               "token_edit_distance", "char_edit_distance"}
     subtask_rows = [t for t in tasks if t.startswith("bigbench:modified_arithmetic/")]

@@ -8,12 +8,14 @@ import json
 
 import pytest
 
-from harness import companions, evaluate, registry, scoring
-from harness.companions import GoldContinuation, companion_scores, edit_distance
+from harness.scoring import companions, records as scoring
+from harness.runs import evaluate
+from harness.items import registry
+from harness.scoring.companions import GoldContinuation, companion_scores, edit_distance
 from harness.engine import Engine
-from harness.families import gsm8k
-from harness.metrics import rouge_scores
-from harness.registry import BuildOptions
+from harness.items.families import gsm8k
+from harness.scoring.metrics import rouge_scores
+from harness.items.registry import BuildOptions
 from harness.requests import GenerationRequest, Item, LoglikelihoodRequest, LoglikelihoodResult
 from conftest import FIXTURES
 from test_engine import reference_loglikelihood

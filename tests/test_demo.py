@@ -11,11 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import cli, registry
-from harness.demo import FULL, QUICK
-from harness.evaluate import build_task_rows
-from harness.table import results_table
-from harness.tiny_suite import (
+from harness import cli
+from harness.items import registry
+from harness.demo.pipeline import FULL, QUICK
+from harness.runs.evaluate import build_task_rows
+from harness.analysis.table import results_table
+from harness.demo.tiny_suite import (
     ADDITION,
     SuiteConfig,
     build_corpus,
@@ -87,7 +88,7 @@ def test_tokenizer_splits_every_digit():
 
 def test_a_suite_trained_with_other_settings_is_refused(tmp_path):
     from harness.errors import UserError
-    from harness.tiny_suite import SUITE_MANIFEST, train_suite
+    from harness.demo.tiny_suite import SUITE_MANIFEST, train_suite
 
     (tmp_path / SUITE_MANIFEST).write_text(json.dumps({"config_digest": "0" * 16, "sizes": []}), encoding="utf-8")
     with pytest.raises(UserError, match="trained with other settings"):
@@ -96,7 +97,7 @@ def test_a_suite_trained_with_other_settings_is_refused(tmp_path):
 
 
 def test_demo_seed_and_threads_name_the_output_folder():
-    from harness.demo import default_out, suite_config
+    from harness.demo.pipeline import default_out, suite_config
 
     assert default_out() == Path("results/demo") and default_out(seed=1) == Path("results/demo-seed1")
     assert default_out(quick=True, seed=2) == Path("results/demo-quick-seed2")
@@ -107,7 +108,7 @@ def test_demo_seed_and_threads_name_the_output_folder():
 
 
 def test_docstring_loss_corpus_is_the_held_out_docstrings_alone(tmp_path):
-    from harness.tiny_suite import LOSS_CORPORA
+    from harness.demo.tiny_suite import LOSS_CORPORA
 
     corpus = build_corpus(SMALL)
     assert corpus.heldout_docstrings and set(corpus.heldout_docstrings) <= set(corpus.heldout)
@@ -121,8 +122,8 @@ def test_docstring_loss_corpus_is_the_held_out_docstrings_alone(tmp_path):
 def test_table_with_loss_replaces_the_loss_and_names_its_source():
     import pandas as pd
 
-    from harness.demo import table_with_loss
-    from harness.table import COLUMNS
+    from harness.demo.pipeline import table_with_loss
+    from harness.analysis.table import COLUMNS
 
     table = pd.DataFrame({c: [None, None, None] for c in COLUMNS})
     table["model"], table["step"], table["loss"] = ["m", "m", "n"], pd.array([10, 20, 10], dtype="Int64"), [5.0, 4.0, 6.0]

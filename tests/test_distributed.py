@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
-from harness.distributed import Ranks, gather_in_order, launched_ranks, my_indices
+from harness.runs.distributed import Ranks, gather_in_order, launched_ranks, my_indices
 
 DATA = FIXTURES / "data"
 TASKS = "mmlu:abstract_algebra,bigbench:arithmetic/2_digit_addition"

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.engine import Engine
-from harness.models import context_length
+from harness.engine.models import context_length
 from harness.errors import UserError
 from harness.requests import GenerationRequest, LoglikelihoodRequest
 
@@ -404,13 +404,13 @@ def test_auto_batch_size_follows_the_memory_estimate(model_and_tokenizer, monkey
     per_generated = 400 * 12 + 307_200 + 160_000 + 51_200
     engine = make_engine(model_and_tokenizer, batch_size="auto")
     for free, expected in [(1, 1), (20 * per_sequence, 8), (200 * per_sequence, 64), (10**12, 64)]:
-        monkeypatch.setattr("harness.batching.free_memory_bytes", lambda device, free=free: free)
+        monkeypatch.setattr("harness.engine.batching.free_memory_bytes", lambda device, free=free: free)
         assert engine._auto_batch_size(100, 2, False) == expected
-    monkeypatch.setattr("harness.batching.free_memory_bytes", lambda device: 2 * 9 * per_generated)
+    monkeypatch.setattr("harness.engine.batching.free_memory_bytes", lambda device: 2 * 9 * per_generated)
     assert engine._auto_batch_size(100, 1, True) == 8  # 9 fit in half of it: the power of two below
-    monkeypatch.setattr("harness.batching.free_memory_bytes", lambda device: 2 * 9 * per_generated - 1)
+    monkeypatch.setattr("harness.engine.batching.free_memory_bytes", lambda device: 2 * 9 * per_generated - 1)
     assert engine._auto_batch_size(100, 1, True) == 8
-    monkeypatch.setattr("harness.batching.free_memory_bytes", lambda device: 2 * 8 * per_generated - 1)
+    monkeypatch.setattr("harness.engine.batching.free_memory_bytes", lambda device: 2 * 8 * per_generated - 1)
     assert engine._auto_batch_size(100, 1, True) == 4
 
 

@@ -7,7 +7,7 @@ from importlib import resources
 import pytest
 import yaml
 
-from harness.extraction import (
+from harness.scoring.extraction import (
     BIGBENCH_DEFAULT_OUTPUT_REGEX,
     GSM8K_REGEXES_TO_IGNORE,
     bigbench_exact_match,

@@ -14,13 +14,13 @@ import pytest
 from conftest import FIXTURES
 
 from harness.errors import UserError
-from harness.import_lm_eval import (
+from harness.interop.import_lm_eval import (
     import_lm_eval,
     our_metric_name,
     parse_model_args,
     read_results_file,
 )
-from harness.table import results_table
+from harness.analysis.table import results_table
 
 V03 = FIXTURES / "lm_eval_results" / "v0.3"
 V04 = FIXTURES / "lm_eval_results" / "v0.4"
@@ -306,7 +306,7 @@ def test_command_line(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(PYTHIA_V1 / "pythia-160m", src / "pythia-160m")
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.import_lm_eval", str(src), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "harness.interop.import_lm_eval", str(src), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -315,7 +315,7 @@ def test_command_line(tmp_path):
         str(tmp_path / "out" / "EleutherAI__pythia-160m@step143000" / "results.json"),
     ]
     missing = subprocess.run(
-        [sys.executable, "-m", "harness.import_lm_eval", str(tmp_path / "nowhere")],
+        [sys.executable, "-m", "harness.interop.import_lm_eval", str(tmp_path / "nowhere")],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     assert missing.returncode == 2
@@ -323,7 +323,7 @@ def test_command_line(tmp_path):
 
 
 def test_mmlu_parent_row_aggregates_the_subjects_like_our_own_runs(v03_out):
-    from harness.import_lm_eval import MMLU_TEST_SIZES
+    from harness.interop.import_lm_eval import MMLU_TEST_SIZES
 
     assert len(MMLU_TEST_SIZES) == 57 and sum(MMLU_TEST_SIZES.values()) == 14042  # MMLU's test split
     tasks = _load(v03_out / "EleutherAI__pythia-160m@step143000" / "results.json")["tasks"]

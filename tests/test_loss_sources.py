@@ -9,7 +9,7 @@ import pytest
 
 from conftest import FIXTURES
 from harness.errors import UserError
-from harness.loss_sources import logged_loss, loss_settings, read_loss_log, trainer_state_loss
+from harness.runs.loss_sources import logged_loss, loss_settings, read_loss_log, trainer_state_loss
 
 PYTHIA_EXCERPT = FIXTURES / "sweep" / "160m-seed5_excerpt.tsv"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from harness.metrics import (
+from harness.scoring.metrics import (
     HIGHER_IS_BETTER,
     Aggregate,
     acc,

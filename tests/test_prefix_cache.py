@@ -11,9 +11,9 @@ import torch
 from transformers import MistralConfig, MistralForCausalLM
 
 from harness.engine import Engine
-from harness.prefix_cache import Branch, plan_shared_prefixes, supports_prefix_cache
+from harness.engine.prefix_cache import Branch, plan_shared_prefixes, supports_prefix_cache
 from harness.requests import GenerationRequest, LoglikelihoodRequest
-from harness.token_accounting import count_forwarded_tokens, forwarded_tokens
+from harness.engine.token_accounting import count_forwarded_tokens, forwarded_tokens
 from test_engine import fail_above, reference_greedy, reference_loglikelihood, reference_split, OOM_ERRORS
 
 # ---------------------------------------------------------------------- the plan, by hand

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.pythia import (
+from harness.interop.pythia import (
     PYTHIA_PARAMS,
     PYTHIA_REVISIONS,
     PYTHIA_STEPS,
@@ -106,8 +106,8 @@ def test_other_names_are_left_alone(name):
 
 
 def test_v1_eval_steps_are_the_27_published_ones():
-    from harness.checkpoints import parse_revisions
-    from harness.pythia import PYTHIA_V1_EVAL_STEPS
+    from harness.runs.checkpoints import parse_revisions
+    from harness.interop.pythia import PYTHIA_V1_EVAL_STEPS
 
     # the step suffixes of evals/pythia-v1/<model>/zero-shot/*_stepN.json in EleutherAI/pythia
     published = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 3000, 13000, 23000, 33000, 43000, 53000,
@@ -119,7 +119,8 @@ def test_v1_eval_steps_are_the_27_published_ones():
 
 def _preset_sweep(monkeypatch, *flags: str):
     """The SweepConfig `harness sweep --preset pythia-v1 ...` would run (the sweep itself is not run)."""
-    from harness import cli, sweep
+    from harness import cli
+    from harness.runs import sweep
 
     seen = []
     monkeypatch.setattr(sweep, "run_sweep", lambda config, log, loggers=None: seen.append(config) or (_ for _ in ()).throw(SystemExit(0)))
@@ -129,7 +130,7 @@ def _preset_sweep(monkeypatch, *flags: str):
 
 
 def test_pythia_v1_preset_is_16_models_at_27_steps_on_pythia_tasks(monkeypatch, tmp_path):
-    from harness import registry
+    from harness.items import registry
 
     corpus = tmp_path / "pile_val.jsonl"
     corpus.write_text('{"text": "The Pile."}\n', encoding="utf-8")

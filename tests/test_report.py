@@ -13,9 +13,10 @@ import pytest
 from matplotlib import image
 from scipy import stats
 
-from harness import figures, report, store
+from harness.analysis import figures, report
+from harness import store
 from harness.errors import UserError
-from harness.table import results_table
+from harness.analysis.table import results_table
 
 # (name, non-embedding params): three sizes of a made-up suite
 SIZES = (("toy-70m", 19_000_000), ("toy-410m", 300_000_000), ("toy-1b", 800_000_000))

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import FIXTURES
 from harness import cli, store
-from harness.table import results_table
+from harness.analysis.table import results_table
 
 BIGBENCH = FIXTURES / "data" / "bigbench" / "benchmark_tasks"
 TASK = "bigbench:word_unscrambling"  # generative, one row, metrics ["exact_str_match"]
@@ -121,7 +121,7 @@ def _eval(model: Path, out: Path, *extra: str) -> int:
 
 def test_two_checkpoints_with_the_same_path_ending_are_both_kept(tmp_path):
     from conftest import build_tiny_gpt_neox
-    from harness import prediction
+    from harness.analysis import prediction
 
     first = build_tiny_gpt_neox(tmp_path / "a" / "run" / "checkpoint-60", seed=0)
     second = build_tiny_gpt_neox(tmp_path / "b" / "run" / "checkpoint-60", seed=1)
@@ -169,7 +169,7 @@ BAD_FLAGS = [
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    from harness import models
+    from harness.engine import models
 
     calls = []
     monkeypatch.setattr(models, "load_model", lambda *a, **k: calls.append(a) or pytest.fail("a model was loaded"))
@@ -268,7 +268,7 @@ def test_every_results_file_says_what_produced_it(tiny_model_dir, tmp_path):
 def test_a_second_identical_eval_loads_no_model_and_keeps_the_results(tiny_model_dir, tmp_path, monkeypatch):
     import time
 
-    from harness import models
+    from harness.engine import models
 
     out = tmp_path / "out"
     args = ["--tasks", f"{TASK},mmlu:abstract_algebra", "--loss-corpus", str(FIXTURES / "loss_corpus.jsonl"),

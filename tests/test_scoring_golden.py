@@ -4,7 +4,7 @@ A sweep resumes finished units by key, and ``SCORING_VERSION`` is the only part 
 moves when the scoring code changes.  So a change to any scorer's output must come with a bump;
 this test fails when the outputs below change and the version did not.
 
-After a deliberate change: bump ``harness.units.SCORING_VERSION`` (with a comment saying why), then
+After a deliberate change: bump ``harness.runs.units.SCORING_VERSION`` (with a comment saying why), then
 ``HARNESS_WRITE_SCORING_GOLDEN=1 python -m pytest tests/test_scoring_golden.py`` adds the new
 version's entry.  Writing never replaces an existing version's entry: that is what a bump is for.
 """
@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES
-from harness import registry, scoring
+from harness.items import registry
+from harness.scoring import records as scoring
 from harness.requests import GenerationResult, Item, LoglikelihoodResult
-from harness.units import SCORING_VERSION
+from harness.runs.units import SCORING_VERSION
 
 GOLDEN = FIXTURES / "scoring_golden.json"
 WRITE = os.environ.get("HARNESS_WRITE_SCORING_GOLDEN") == "1"
@@ -37,7 +38,7 @@ def _spec(family: str) -> registry.TaskSpec:
 
 def _generation(family: str, item: Item, text: str) -> dict[str, Any]:
     """A generative record with its companions, the token edit distance over characters."""
-    from harness import companions
+    from harness.scoring import companions
 
     spec = _spec(family)
     gold = companions.gold_continuation(spec, item)
@@ -121,7 +122,7 @@ def test_scorer_outputs_are_pinned_for_this_scoring_version():
     changed = sorted(p for p in expected.keys() | actual.keys() if not _same(actual.get(p, "<absent>"), expected.get(p, "<absent>")))
     assert not changed, (
         f"scorer outputs changed under SCORING_VERSION {key} ({len(changed)} values, e.g. {changed[:3]}): bump "
-        "harness.units.SCORING_VERSION so finished sweeps re-score, then record the new version's golden scores"
+        "harness.runs.units.SCORING_VERSION so finished sweeps re-score, then record the new version's golden scores"
     )
 
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import HUB_COMMIT, hub_dataset_repo
-from harness import registry, sources
+from harness.items import registry, sources
 from harness.errors import UserError
-from harness.registry import BuildOptions
+from harness.items.registry import BuildOptions
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 
@@ -88,7 +88,7 @@ def test_require_files_names_first_missing_files_and_count(tmp_path):
 
 
 def _mmlu_hub_frame(path: Path, subject: str) -> pd.DataFrame:
-    # Independent of harness.sources: the csv module and cais/mmlu's column names.
+    # Independent of harness.items.sources: the csv module and cais/mmlu's column names.
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     return pd.DataFrame(

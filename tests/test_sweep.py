@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 
 from conftest import _TOKENIZER_TEXT, FIXTURES, build_tiny_gpt_neox
-from harness import cli, registry, store
-from harness.table import results_table
+from harness import cli, store
+from harness.items import registry
+from harness.analysis.table import results_table
 
 DATA = FIXTURES / "data"
 TASK = "mmlu:abstract_algebra"
@@ -195,7 +196,7 @@ def test_sweep_log_reports_load_and_eval_time_per_checkpoint(reference):
 
 
 def test_chunked_sweep_items_equal_a_whole_harness_eval(reference, runs, tmp_path):
-    from harness.evaluate import EvalConfig, evaluate
+    from harness.runs.evaluate import EvalConfig, evaluate
 
     checkpoint = runs["big"] / "checkpoint-160"
     path = evaluate(EvalConfig(model=str(checkpoint), tasks=(TASK,), data_dir=DATA, limit=LIMIT, batch_size=8,
@@ -379,7 +380,7 @@ def test_tokenizer_loaded_and_prompts_tokenized_once_for_the_whole_sweep(config_
     load_tokenizer = AutoTokenizer.from_pretrained.__func__
     monkeypatch.setattr(AutoTokenizer, "from_pretrained",
                         classmethod(lambda cls, path, *a, **k: loads.append(str(path)) or load_tokenizer(cls, path, *a, **k)))
-    from harness import models
+    from harness.engine import models
 
     hashed: list[str] = []
     hash_folder = models.folder_content_hash
@@ -392,7 +393,7 @@ def test_tokenizer_loaded_and_prompts_tokenized_once_for_the_whole_sweep(config_
 
 
 def test_checkpoints_with_other_tokenizer_files_get_their_own_tokenizer(runs, tmp_path):
-    from harness.models import load_model
+    from harness.engine.models import load_model
 
     first, second = sorted(runs["small"].glob("checkpoint-*"))[:2]
     other = tmp_path / "other"

@@ -8,13 +8,15 @@ import json
 import pytest
 
 from conftest import FIXTURES
-from harness import companions, registry, scoring, store
-from harness.checkpoints import Checkpoint
+from harness.scoring import companions, records as scoring
+from harness.items import registry
+from harness import store
+from harness.runs.checkpoints import Checkpoint
 from harness.errors import UserError
-from harness.registry import TaskSpec
+from harness.items.registry import TaskSpec
 from harness.requests import GenerationResult, Item, LoglikelihoodResult
-from harness.sweep_config import load_sweep_config, parse_tokens_per_step
-from harness.units import (
+from harness.runs.sweep_config import load_sweep_config, parse_tokens_per_step
+from harness.runs.units import (
     SCORING_VERSION,
     CheckpointIdentity,
     LossUnitRecord,
@@ -267,7 +269,8 @@ models:
 
 def test_sweep_task_files_from_the_config_and_flags(tmp_path, monkeypatch):
     """ClozeT / GSM8K-Chinese data (no bundled copy) reach the sweep's build options both ways."""
-    from harness import cli, sweep
+    from harness import cli
+    from harness.runs import sweep
 
     (tmp_path / "clozet.jsonl").write_text('{"context": "a", "choices": ["b", "c"], "label": 0}\n')
     config_path = tmp_path / "sweep.yaml"

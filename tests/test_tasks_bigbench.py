@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import UserError
-from harness.families import bigbench
-from harness.registry import BuildOptions, TaskSelection, all_specs, load_prompt, resolve
+from harness.items.families import bigbench
+from harness.items.registry import BuildOptions, TaskSelection, all_specs, load_prompt, resolve
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 
@@ -311,7 +311,7 @@ def test_no_chain_of_thought_and_zeroshot_means_no_shots():
 
 
 def _score(item, generation: str) -> dict:
-    from harness import scoring
+    from harness.scoring import records as scoring
 
     spec = all_specs()["bigbench"]
     return scoring.score_generation(spec, item, generation, scoring.row_metrics(spec, [item])[0])
@@ -337,7 +337,7 @@ def test_answers_are_read_as_bigbench_reads_them():
 
 
 def test_the_engine_may_stop_once_the_answer_is_settled():
-    from harness import scoring
+    from harness.scoring import records as scoring
 
     spec = all_specs()["bigbench"]
     word = only_row("word_unscrambling")[0]

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from conftest import evaluate_tiny
-from harness import cli, registry, scoring, sources
+from harness import cli
+from harness.items import registry, sources
+from harness.scoring import records as scoring
 from harness.errors import UserError
-from harness.families import nlpcc_kbqa
-from harness.registry import BuildOptions
+from harness.items.families import nlpcc_kbqa
+from harness.items.registry import BuildOptions
 from harness.requests import Item
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import registry
+from harness.items import registry
 from harness.errors import UserError
-from harness.families import choice_exam, gsm8k
-from harness.registry import BuildOptions
+from harness.items.families import choice_exam, gsm8k
+from harness.items.registry import BuildOptions
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 LOCAL = BuildOptions(data_dir=DATA)
@@ -343,7 +343,7 @@ def by_doc(instances) -> dict[int, list]:
 @pytest.mark.parametrize("subject", ["anatomy", "abstract_algebra"])
 def test_mmlu_equals_lm_eval(subject, tmp_path):
     files = {}
-    for split in ("test", "dev"):  # cais/mmlu's columns, written independently of harness.sources
+    for split in ("test", "dev"):  # cais/mmlu's columns, written independently of harness.items.sources
         rows = csv_rows(f"mmlu/{split}/{subject}_{split}.csv")
         frame = pd.DataFrame(
             {"question": [r[0] for r in rows], "subject": subject, "choices": [r[1:5] for r in rows], "answer": ["ABCD".index(r[5]) for r in rows]}

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import evaluate_tiny
-from harness import registry, scoring
+from harness.items import registry
+from harness.scoring import records as scoring
 from harness.errors import UserError
-from harness.registry import BuildOptions
+from harness.items.registry import BuildOptions
 from harness.requests import Item, LoglikelihoodResult
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -18,10 +18,12 @@ import pandas as pd
 import pytest
 
 from conftest import assert_scores_equal_lm_eval, hub_dataset_repo
-from harness import companions, extraction, registry, scoring, store
+from harness.scoring import companions, extraction, records as scoring
+from harness.items import registry
+from harness import store
 from harness.errors import UserError
-from harness.families import race as race_family
-from harness.registry import BuildOptions
+from harness.items.families import race as race_family
+from harness.items.registry import BuildOptions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"
@@ -61,7 +63,7 @@ def eleutherai_race_rows(names: list[str]) -> list[dict]:
     """EleutherAI/race rows as that dataset was made (lm-eval 0.3's RACE._collate_data over the
     per-question Hub ``race``): questions grouped on the article text, in order of appearance, and
     ``problems`` stored as the repr of [{"question", "answer", "options"}]; written independently
-    of harness.race_articles."""
+    of harness.items.race_articles."""
     grouped: dict[str, list[dict]] = {}
     for name in names:
         data = race_file(name)
@@ -265,7 +267,7 @@ def test_arc_fewshot_and_bad_rows(cached_hub):
     with pytest.raises(UserError, match=r"arc_easy: 5 shots asked but the train split has 4 rows"):
         build("arc_easy", BuildOptions(num_fewshot=5))
     with pytest.raises(UserError, match=r"answerKey 'E' is not one of its labels"):
-        from harness.families.hub_choice import arc_doc
+        from harness.items.families.hub_choice import arc_doc
 
         arc_doc({"id": "x", "question": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "E"})
 
@@ -435,7 +437,7 @@ def test_race_from_the_hub_equals_the_files_per_article(cached_hub, tmp_path):
 
 
 def test_end_to_end_on_the_tiny_model(cached_hub, tiny_model_dir, one_torch_thread, tmp_path):
-    from harness.evaluate import EvalConfig, evaluate
+    from harness.runs.evaluate import EvalConfig, evaluate
 
     tasks = ("arc_easy", "arc_challenge", "hellaswag", "triviaqa", "race")
     config = EvalConfig(
@@ -453,7 +455,7 @@ def test_end_to_end_on_the_tiny_model(cached_hub, tiny_model_dir, one_torch_thre
     assert rows["arc_easy"]["metrics"]["acc"]["random_baseline"] == pytest.approx((1 / 4 + 1 / 4 + 1 / 3) / 3)
     assert set(rows["race"]["metrics"]) >= choice_metrics and rows["race"]["subtasks"] == ["race:high", "race:middle"]
     trivia = rows["triviaqa"]
-    # exact match and the continuous companions every generative row reports (harness.companions)
+    # exact match and the continuous companions every generative row reports (harness.scoring.companions)
     assert set(trivia["metrics"]) == {"exact_match", *companions.LOGPROB_METRICS, *companions.EDIT_DISTANCE_METRICS}
     assert trivia["n"] == 3 and trivia["num_fewshot"] == 5
     assert trivia["metrics"]["exact_match"]["random_baseline"] == 0.0
@@ -466,7 +468,7 @@ def test_end_to_end_on_the_tiny_model(cached_hub, tiny_model_dir, one_torch_thre
 
 
 def test_race_fewshot_source_is_recorded_in_the_results(tiny_model_dir, one_torch_thread, tmp_path):
-    from harness.evaluate import EvalConfig, evaluate
+    from harness.runs.evaluate import EvalConfig, evaluate
 
     config = EvalConfig(
         model=str(tiny_model_dir), tasks=("race:middle",), data_dir=DATA, limit=2, num_fewshot=1,

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 
 from conftest import assert_scores_equal_lm_eval, evaluate_tiny
-from harness import metrics, registry, scoring, sources
+from harness.scoring import metrics, records as scoring
+from harness.items import registry, sources
 from harness.errors import UserError
-from harness.families import zeroshot
-from harness.registry import BuildOptions
+from harness.items.families import zeroshot
+from harness.items.registry import BuildOptions
 from harness.requests import Item, LoglikelihoodResult
 
 DATA = Path(__file__).parent / "fixtures" / "data"

@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from conftest import evaluate_tiny, hub_dataset_repo
-from harness import metrics, registry, scoring
-from harness.pythia import LM_EVAL_V03_TASK_NAMES
-from harness.registry import BuildOptions
+from harness.scoring import metrics, records as scoring
+from harness.items import registry
+from harness.interop.pythia import LM_EVAL_V03_TASK_NAMES
+from harness.items.registry import BuildOptions
 from harness.requests import Item, LoglikelihoodResult
-from harness.task_docs import describe_tasks
+from harness.items.task_docs import describe_tasks
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"
@@ -200,7 +201,7 @@ def test_the_blank_line_quirk_is_recorded_and_left_out():
 
 
 def test_the_pythia_preset_runs_pythias_prompts():
-    preset = yaml.safe_load((Path(registry.__file__).parent / "presets" / "pythia-v1.yaml").read_text(encoding="utf-8"))
+    preset = yaml.safe_load((Path(registry.__file__).parents[1] / "interop" / "presets" / "pythia-v1.yaml").read_text(encoding="utf-8"))
     assert sorted(preset["tasks"]) == sorted([pythias(name) for name in TASKS] + ["mmlu_pythia_v0"])
     assert preset["dtype"] == "float16"
 
@@ -234,7 +235,7 @@ def test_replicas_read_the_same_items_from_the_hub(name, tmp_path, monkeypatch):
     whose rows keep the spans as released (written out here by hand for the fixture file)."""
     import pandas as pd
 
-    from harness import sources
+    from harness.items import sources
 
     spec = registry.all_specs()[name]
     if name == "wsc_pythia_v0":

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness import thresholds
-from harness.correlations import loss_correlation
-from harness.thresholds import (
+from harness.analysis import thresholds
+from harness.analysis.correlations import loss_correlation
+from harness.analysis.thresholds import (
     EMERGED,
     FROM_START,
     INSUFFICIENT,

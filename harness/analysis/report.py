@@ -1,0 +1,237 @@
+"""``harness report``: from results to figures, correlations and every task's emergence verdict.
+
+    results folder or table file ─► points (one row per checkpoint × task × metric, one series per model)
+    ─► per task: correlations with the loss (pooled and per model), the pooled curve's and each
+       model's threshold with its status, the test of one shared threshold across models
+    ─► per generative task: the prediction test (from the per-item records of a results folder)
+    ─► report.md, index.html, CSVs, figures (``report_pages``)
+
+Reads only the store or a table (``harness table``'s columns), so imported and hand-made results work too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.analysis import prediction
+from harness.scoring.companions import COMPANION_METRICS
+from harness.analysis.correlations import Correlation, correlation_table, loss_correlation
+from harness.errors import UserError
+from harness.analysis.points import POOLED, prepare_points, read_results, series_of  # noqa: F401 - re-exported
+from harness.analysis.report_pages import prediction_frame, summary_markdown, write_report
+from harness.analysis.table import markdown_table, with_task_loss
+from harness.analysis.thresholds import Agreement, Curve, Threshold, agreement, emergence_threshold
+
+AXES = ("loss", "compute", "params", "step")
+PREDICTION_MODES = ("largest", "quantile")
+
+
+@dataclass(frozen=True)
+class TaskAnalysis:
+    task: str
+    metric: str
+    correlation: Correlation  # pooled, over the points ``--max-loss`` keeps
+    pooled: Threshold | None  # None when the results carry no loss
+    by_model: dict[str, Threshold]  # keyed by series label, smallest model first
+    agreement: Agreement | None  # None with fewer than two models
+    best: dict  # the best checkpoint on this metric: series, step, revision, value, loss
+
+
+@dataclass(frozen=True)
+class Report:
+    source: str
+    points: pd.DataFrame
+    series_order: tuple[str, ...]  # one series per model, smallest size first
+    analyses: tuple[TaskAnalysis, ...]
+    correlations: pd.DataFrame  # every metric of every reported task, pooled and per model
+    has_loss: bool
+    has_compute: bool
+    notes: tuple[str, ...]
+    generative: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # task -> exact match + companions
+    predictions: tuple[prediction.PredictionTest, ...] = ()
+    x: str = "loss"  # axis of the companion figures
+    y_scale: str = "linear"
+    max_loss: float | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", type=Path,
+                        help="a results folder (searched recursively), or a table written by `harness table` (.csv / .parquet)")
+    parser.add_argument("--out", type=Path, default=Path("report"), help="folder for index.html, report.md, CSVs and figures")
+    parser.add_argument("--metric", help="metric for the thresholds and the main figure (default: each task's primary metric)")
+    parser.add_argument("--task", dest="tasks", nargs="+", metavar="TASK",
+                        help="tasks to report, e.g. mmlu gsm8k mmlu:anatomy (default: every top-level task)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the interval of η and the agreement test")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstraps (the report is reproducible)")
+    parser.add_argument("--max-loss", type=float, metavar="LOSS",
+                        help="leave checkpoints above this loss out of the correlations (e.g. step 0, at ln(vocabulary) nats)")
+    parser.add_argument("--loss-from-task", metavar="TASK:METRIC",
+                        help="the loss axis = ln(that perplexity) at the same checkpoint, labelled as a proxy; for results "
+                             "without a loss, e.g. published Pythia evals: lambada_openai:perplexity")
+    parser.add_argument("--no-figures", action="store_true", help="write the numbers only (CSVs, report.md, index.html): fast")
+    parser.add_argument("--x", choices=AXES, default="loss",
+                        help="axis of the generative tasks' companion figures: loss, compute (log), params (log) or step")
+    parser.add_argument("--y", choices=("linear", "log"), default="linear",
+                        help="y scale of the companion figures (log applies to panels whose values are all positive)")
+    parser.add_argument("--predict", choices=PREDICTION_MODES,
+                        help="prediction test: fit the smaller models and predict the largest (default with two or more "
+                             "models), or fit the checkpoints above a loss quantile (--cut-quantile) and predict the rest")
+    parser.add_argument("--cut-quantile", type=float, default=0.5, metavar="Q",
+                        help="with --predict quantile: the cut is this quantile of the checkpoints' losses (default 0.5)")
+    parser.add_argument("--cut", type=float, metavar="LOSS", help="the prediction test's cut as a loss (implies --predict quantile)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if not 100 <= args.bootstrap <= 100_000:
+        raise UserError(f"--bootstrap {args.bootstrap} is out of range; use 100 to 100000 (default 1000)")
+    if args.max_loss is not None and not (math.isfinite(args.max_loss) and args.max_loss > 0):
+        raise UserError(f"--max-loss {args.max_loss} must be a positive loss in nats/token, e.g. 8")
+    if not (math.isfinite(args.cut_quantile) and 0 < args.cut_quantile < 1):
+        raise UserError(f"--cut-quantile {args.cut_quantile} must lie strictly between 0 and 1, e.g. 0.5")
+    if args.cut is not None and not math.isfinite(args.cut):
+        raise UserError(f"--cut {args.cut} must be a finite loss")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    source = Path(args.results)
+    frame = read_results(source)
+    if args.loss_from_task:
+        frame = with_task_loss(frame, args.loss_from_task)
+    report = build_report(frame, source=str(source), tasks=args.tasks, metric=args.metric,
+                          resamples=args.bootstrap, seed=args.seed, items_root=source if source.is_dir() else None,
+                          x=args.x, y_scale=args.y, cut=args.cut, predict=args.predict,
+                          cut_quantile=args.cut_quantile, max_loss=args.max_loss)
+    written = write_report(report, Path(args.out), with_figures=not args.no_figures)
+    print(summary_markdown(report))
+    if report.predictions:
+        print()
+        print(markdown_table(prediction_frame(report)))
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"report: {Path(args.out) / 'index.html'} ({len(written)} files)")
+    return 0
+
+
+def select_tasks(points: pd.DataFrame, tasks: list[str] | None) -> list[str]:
+    available = list(dict.fromkeys(points["task"]))
+    if not tasks:
+        top = set(points.loc[points["parent"].isna(), "task"])
+        return [t for t in available if t in top] or available
+    unknown = [t for t in tasks if t not in available]
+    if unknown:
+        shown = ", ".join(available[:12]) + (" ..." if len(available) > 12 else "")
+        raise UserError(f"no results for task {', '.join(unknown)}; the results hold: {shown}")
+    return list(dict.fromkeys(tasks))
+
+
+def primary_metric(frame: pd.DataFrame, task: str) -> str:
+    """The task's primary metric as the results mark it (the most frequent, should checkpoints differ)."""
+    primary = frame["primary"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")) if "primary" in frame else None
+    marked = frame.loc[(frame["task"] == task) & primary, "metric"] if primary is not None else pd.Series(dtype=object)
+    if marked.empty:
+        return str(frame.loc[frame["task"] == task, "metric"].dropna().iloc[0])
+    return str(marked.mode().iloc[0])
+
+
+def _curve(rows: pd.DataFrame, metric: str) -> Curve:
+    baseline = rows["random_baseline"].dropna()
+    return Curve.of(rows["loss"], rows["value"], rows["stderr"], rows["n"], metric,
+                    bool(rows["higher_is_better"].iloc[0]), float(baseline.median()) if len(baseline) else None)
+
+
+def best_checkpoint(rows: pd.DataFrame) -> dict:
+    higher = bool(rows["higher_is_better"].iloc[0])
+    best = rows.loc[rows["value"].idxmax() if higher else rows["value"].idxmin()]
+    step = best["step"]
+    return {"series": best["series_label"], "revision": best["revision"], "step": None if pd.isna(step) else int(step),
+            "value": float(best["value"]), "loss": None if pd.isna(best["loss"]) else float(best["loss"])}
+
+
+def analyse_task(points: pd.DataFrame, task: str, metric: str, series_order: tuple[str, ...],
+                 resamples: int, seed: int, max_loss: float | None = None) -> TaskAnalysis:
+    rows = points[(points["task"] == task) & (points["metric"] == metric)]
+    kept = rows if max_loss is None else rows[rows["loss"] <= max_loss]
+    correlation = loss_correlation(kept["loss"], kept["value"])
+    with_loss = rows[rows["loss"].notna()]
+    if with_loss.empty:
+        return TaskAnalysis(task, metric, correlation, None, {}, None, best_checkpoint(rows))
+    pooled = emergence_threshold(_curve(with_loss, metric), resamples=resamples, seed=seed)
+    curves = {}
+    for series in series_order:
+        model_rows = with_loss[with_loss["series"] == series]
+        if not model_rows.empty:
+            curves[model_rows["series_label"].iloc[0]] = _curve(model_rows, metric)
+    by_model = {label: emergence_threshold(curve, resamples=resamples, seed=seed) for label, curve in curves.items()}
+    agreed = (agreement(curves, resamples=resamples, seed=seed, thresholds=by_model, pooled=pooled)
+              if len(curves) > 1 else None)
+    return TaskAnalysis(task, metric, correlation, pooled, by_model, agreed, best_checkpoint(rows))
+
+
+def generative_tasks(points: pd.DataFrame, frame: pd.DataFrame, tasks: list[str]) -> dict[str, tuple[str, ...]]:
+    """Reported tasks with continuous companions: their exact-match metric first, then the companions
+    they hold, then BIG-bench's own secondary metrics (bleu, rouge)."""
+    out = {}
+    for task in tasks:
+        held = list(dict.fromkeys(points.loc[points["task"] == task, "metric"]))
+        if "target_logprob" not in held:
+            continue
+        exact = prediction.exact_match_metric(primary_metric(frame, task), set(held))
+        if exact is None:
+            continue
+        rest = [m for m in held if m in COMPANION_METRICS] + [m for m in held if m in ("bleu", "rouge1", "rouge2", "rougeLsum")]
+        out[task] = (exact, *rest)
+    return out
+
+
+def build_report(frame: pd.DataFrame, *, source: str = "", tasks: list[str] | None = None, metric: str | None = None,
+                 resamples: int = 1000, seed: int = 0, items_root: Path | None = None, x: str = "loss",
+                 y_scale: str = "linear", cut: float | None = None, predict: str | None = None,
+                 cut_quantile: float = 0.5, max_loss: float | None = None) -> Report:
+    """The report's numbers.  ``items_root``: where the per-item records lie (a results folder), for the
+    prediction test of each generative task; ``x``/``y_scale``: the companion figures' axes;
+    ``predict``/``cut_quantile``/``cut``: the prediction test's split (see ``prediction``);
+    ``max_loss``: the correlations' upper loss."""
+    if x not in AXES:
+        raise UserError(f"unknown --x {x!r}; use one of {', '.join(AXES)}")
+    prepared = prepare_points(frame)
+    points, order, notes_list = prepared.frame, prepared.order, list(prepared.notes)
+    analyses = []
+    for task in select_tasks(points, tasks):
+        chosen = metric or primary_metric(frame, task)
+        if not ((points["task"] == task) & (points["metric"] == chosen)).any():
+            notes_list.append(f"{task} has no metric {chosen}: left out")
+            continue
+        analyses.append(analyse_task(points, task, chosen, order, resamples, seed, max_loss))
+    if not analyses:
+        raise UserError(f"no task has metric {metric!r}; pick one the results hold, e.g. acc or exact_match")
+    correlations = correlation_table(points, [a.task for a in analyses], max_loss)
+    has_loss = bool(points["loss"].notna().any())
+    generative = generative_tasks(points, frame, [a.task for a in analyses])
+    if x == "loss" and not has_loss:
+        x = "step"  # the default axis, on results without a loss (a plain eval, imported results)
+    x_column = "params_non_embedding" if x == "params" else x
+    if generative and not points[x_column].notna().any():
+        raise UserError(f"the results have no {x} for the --x axis; pick one they hold (loss, step, compute or params)")
+    predictions = []
+    if items_root is not None and has_loss:
+        for task, names in generative.items():
+            children = set(points.loc[points["parent"] == task, "task"]) | {task}
+            found = prediction.read_item_records(items_root, children, names[0])
+            if found.empty:
+                notes_list.append(f"{task}: no per-item records with target log-probabilities under {items_root}: "
+                                  "no prediction test")
+                continue
+            predictions.append(prediction.prediction_test(found, task, names[0], mode=predict, cut=cut,
+                                                          cut_quantile=cut_quantile, resamples=resamples, seed=seed))
+    elif generative and has_loss:
+        notes_list.append("the prediction test needs the per-item records of a results folder; a table has none")
+    return Report(source, points, order, tuple(analyses), correlations, has_loss,
+                  bool(points["compute"].notna().any()), tuple(notes_list), generative, tuple(predictions), x, y_scale,
+                  max_loss)

@@ -1,0 +1,160 @@
+"""Task specs are data: each ``tasks/*.yaml`` declares one task family entry; this module reads them
+and resolves CLI names (``mmlu``, ``mmlu:anatomy``, ``gsm8k:fewshot``, ``bigbench:arithmetic/2_digit_addition``)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from harness.errors import UserError
+from harness.requests import Item
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that defines a task's prompts and scoring (hashable into a cache key)."""
+
+    name: str  # CLI name: "mmlu", "gsm8k", "gsm8k:fewshot", "bigbench"
+    family: str  # module under harness.items.families that builds its items
+    description: str
+    output_type: str  # "multiple_choice" | "generate"
+    prompt_type: str  # "zeroshot" | "fewshot" | "cot"
+    num_fewshot: int
+    split: str  # evaluation split
+    fewshot_split: str | None
+    metrics: tuple[str, ...]
+    primary_metric: str
+    prompt: str  # name of the prompts/<prompt>.yaml file
+    hub_path: str | None = None  # lm-evaluation-harness 0.4.13's dataset_path
+    hub_name: str | None = None  # its dataset_name (may hold "{subject}")
+    max_new_tokens: int = 0
+    has_subtasks: bool = False  # "name:<subtask>" selects one
+    options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """User choices that change which items are built and how they are prompted."""
+
+    data_dir: Path | None = None  # local copies laid out like ../shared/data; None = the hub
+    limit: int | None = None  # per (sub)task
+    num_fewshot: int | None = None  # override of the spec's shots
+    prompt_type: str | None = None  # override of the spec's prompt type
+    bigbench_mode: str = "auto"  # "auto" | "gen" | "mc"
+    hub_revision: str | None = None  # dataset revision on the hub
+    # (task name, local .jsonl path or hub id) for tasks with no bundled copy (clozet, gsm8k_zh): --task-file
+    task_files: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskSelection:
+    spec: TaskSpec
+    subtask: str | None = None  # "anatomy", "modified_arithmetic/three_digit_addition_control"
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name}:{self.subtask}" if self.subtask else self.spec.name
+
+
+def _load_yaml(text: str) -> dict[str, Any]:
+    return yaml.safe_load(text) or {}
+
+
+@lru_cache(maxsize=None)
+def all_specs() -> dict[str, TaskSpec]:
+    specs: dict[str, TaskSpec] = {}
+    for entry in sorted(resources.files("harness.tasks").iterdir(), key=lambda p: p.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        for raw in _load_yaml(entry.read_text(encoding="utf-8")).get("tasks", []):
+            raw = dict(raw)
+            raw["metrics"] = tuple(raw["metrics"])
+            spec = TaskSpec(**raw)
+            specs[spec.name] = spec
+    return specs
+
+
+def load_prompt(name: str) -> dict[str, Any]:
+    """The prompt template file ``prompts/<name>.yaml`` (templates and exemplars)."""
+    path = resources.files("harness.prompts") / f"{name}.yaml"
+    return _load_yaml(path.read_text(encoding="utf-8"))
+
+
+def family_module(spec: TaskSpec):
+    """The module that turns a spec into items: ``harness.items.families.<family>``.
+
+    It exposes ``build_rows(selection, opts) -> dict[row_name, list[Item]]`` and, for a family
+    whose tasks have subtasks, ``subtasks(spec, opts) -> list[str]``.
+    """
+    return importlib.import_module(f"harness.items.families.{spec.family}")
+
+
+def known_task_names() -> list[str]:
+    names = []
+    for spec in all_specs().values():
+        names.append(spec.name)
+        if spec.has_subtasks:
+            names.append(f"{spec.name}:<subtask>")
+    return names
+
+
+def resolve(names: str | list[str]) -> list[TaskSelection]:
+    """Turn ``"mmlu,gsm8k,bigbench:arithmetic"`` into selections; unknown names raise a UserError."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    specs = all_specs()
+    selections = []
+    for name in names:
+        if name in specs:
+            selections.append(TaskSelection(specs[name]))
+            continue
+        base, _, sub = name.partition(":")
+        if sub and base in specs and specs[base].has_subtasks:
+            selections.append(TaskSelection(specs[base], sub))
+            continue
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(known_task_names())}")
+    return selections
+
+
+def with_overrides(spec: TaskSpec, opts: BuildOptions) -> TaskSpec:
+    """Apply ``--num-fewshot`` / ``--prompt`` to a spec, so the recorded spec is what ran."""
+    changes: dict[str, Any] = {}
+    if opts.num_fewshot is not None:
+        changes["num_fewshot"] = opts.num_fewshot
+        if opts.num_fewshot == 0 and spec.prompt_type == "fewshot":
+            changes["prompt_type"] = "zeroshot"
+        elif opts.num_fewshot > 0 and spec.prompt_type == "zeroshot":
+            changes["prompt_type"] = "fewshot"  # e.g. race --num-fewshot 3: the record says what ran
+    if opts.prompt_type is not None:
+        changes["prompt_type"] = opts.prompt_type
+        if opts.prompt_type == "zeroshot":
+            # a zero-shot prompt has no exemplars, whatever --num-fewshot says
+            changes["num_fewshot"] = 0
+    return replace(spec, **changes) if changes else spec
+
+
+def selected_subtasks(selection: TaskSelection, known: list[str], noun: str) -> list[str]:
+    """The subtasks a selection runs: its own ``:<subtask>`` (which must be one of ``known``), else all
+    of ``known`` in the order given; ``noun`` names them in the error ("subject", "level")."""
+    if selection.subtask is None:
+        return list(known)
+    if selection.subtask not in known:
+        raise UserError(f"unknown {selection.spec.name} {noun} {selection.subtask!r}; known {noun}s: {', '.join(known)}")
+    return [selection.subtask]
+
+
+def single_row_spec(selection: TaskSelection, opts: BuildOptions) -> TaskSpec:
+    """The spec, with the user's overrides, of a task that is a single row (no ``:<subtask>``)."""
+    spec = with_overrides(selection.spec, opts)
+    if selection.subtask is not None:
+        raise UserError(f"{spec.name} has no subtasks; drop ':{selection.subtask}'")
+    return spec
+
+
+BuildRows = Callable[[TaskSelection, BuildOptions], dict[str, list[Item]]]

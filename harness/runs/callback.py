@@ -1,0 +1,202 @@
+"""``EvalCallback``: evaluate while an HF ``Trainer`` trains, into the same store ``harness eval``
+writes, and into the Trainer's own loggers.
+
+    on_train_begin: items built (data errors before any step), tokens per step, the items chosen
+    on_save (every="save") / on_step_end (every=N) / on_train_end (last step, if not yet):
+        evaluate_model (training state restored) ─► <out>/<run>_checkpoint-N-<hash>/results.json
+        ─► Trainer.log({"harness/<task>/<metric>": ...}) ─► report_to (TensorBoard, W&B, MLflow...)
+        ─► <out>/logs/callback.jsonl (seconds, share of training wall time)
+
+At a save the checkpoint folder is on disk already, so its results are keyed by that folder's
+content hash and land where ``harness eval --model <run>/checkpoint-N --out <out>`` looks: that
+command then finds them done.  Evaluations between saves (every=N, the end of training) key the
+weights in memory (``units.loaded_model_identity``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Sequence
+
+from transformers import TrainerCallback
+
+from harness import store
+from harness.errors import UserError
+from harness.runs.in_process import evaluate_model, parse_tasks, task_rows_once
+from harness.runs.loggers import harness_scalars
+from harness.items.registry import BuildOptions
+
+# examples looked at to find a fixed sequence length in the training set
+_LENGTH_PROBE = 1000
+
+
+class EvalCallback(TrainerCallback):
+    """Evaluate ``tasks`` at every checkpoint save (``every="save"``) or every N optimizer steps,
+    and at the end of training; rows carry the step, ``tokens_seen`` and the loss.
+
+    ``loss_corpus``: the held-out loss (``loss_source`` corpus); without it the trainer's last
+    logged training loss (``loss_source`` trainer).  ``tokens_per_step``: tokens per optimizer step;
+    when not given, per-device batch x gradient accumulation x world size x sequence length, the
+    length from ``sequence_length`` or from a training set whose examples all have one length.
+    ``limit``: the first N items of each (sub)task, the same at every step.  ``tokenizer``: when
+    the Trainer has no ``processing_class``.  ``name``: the table's model (default: the run folder's name).
+    """
+
+    def __init__(
+        self,
+        tasks: str | Sequence[str],
+        out: str | Path,
+        *,
+        data_dir: str | Path | None = None,
+        loss_corpus: str | Path | None = None,
+        limit: int | None = None,
+        every: str | int = "save",
+        tokens_per_step: int | None = None,
+        sequence_length: int | None = None,
+        tokenizer: Any = None,
+        name: str | None = None,
+        batch_size: int | str = "auto",
+        loss_window: int = 2048,
+        loss_tokens: int = 1_000_000,
+        num_fewshot: int | None = None,
+        bigbench_mode: str = "auto",
+    ) -> None:
+        if every != "save" and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise UserError(f"every={every!r}: pass 'save' (at each checkpoint save) or a number of steps >= 1")
+        if loss_corpus is not None and not Path(loss_corpus).is_file():
+            raise UserError(f"loss_corpus {str(loss_corpus)!r} does not exist; pass a .txt or .jsonl file")
+        self.tasks = parse_tasks(tasks)
+        if not self.tasks:
+            raise UserError("EvalCallback needs at least one task, e.g. tasks=['bigbench:modified_arithmetic']")
+        self.out = Path(out)
+        self.every = every
+        self.tokenizer = tokenizer
+        self.name = name
+        self.tokens_per_step = tokens_per_step
+        self.sequence_length = sequence_length
+        self.options = {
+            "data_dir": data_dir, "loss_corpus": loss_corpus, "limit": limit, "batch_size": batch_size,
+            "loss_window": loss_window, "loss_tokens": loss_tokens, "num_fewshot": num_fewshot,
+            "bigbench_mode": bigbench_mode,
+        }
+        self.evaluated_steps: list[int] = []
+        self.eval_seconds = 0.0
+        self._train_started: float | None = None
+        self._trainer: Any = None
+        self._run_tokens_per_step: int | None = None
+
+    # ------------------------------------------------------------------ Trainer events
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, train_dataloader=None, **kwargs):
+        self._train_started = time.perf_counter()
+        trainer = _calling_trainer()
+        self._trainer = weakref.ref(trainer) if trainer is not None else None
+        if self.tokenizer is None and processing_class is None:
+            raise UserError("EvalCallback needs the tokenizer: pass Trainer(processing_class=tokenizer) or EvalCallback(tokenizer=...)")
+        opts = BuildOptions(
+            data_dir=Path(self.options["data_dir"]) if self.options["data_dir"] is not None else None,
+            limit=self.options["limit"], num_fewshot=self.options["num_fewshot"],
+            bigbench_mode=self.options["bigbench_mode"],
+        )
+        built = task_rows_once(self.tasks, opts)  # the items every evaluation of this run scores
+        self._run_tokens_per_step, source = self._tokens_per_step(args, train_dataloader)
+        if state.is_world_process_zero:
+            self._event("start", tasks=list(self.tasks), limit=self.options["limit"], every=self.every,
+                        tokens_per_step=self._run_tokens_per_step, tokens_per_step_source=source,
+                        items={row: [item.doc_id for item in items] for b in built for row, items in b.rows.items()})
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if self.every != "save" and state.global_step % self.every == 0:
+            self._evaluate(args, state, model, processing_class, checkpoint_dir=None)
+
+    def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if self.every == "save":
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            self._evaluate(args, state, model, processing_class, checkpoint_dir=folder if folder.is_dir() else None)
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step not in self.evaluated_steps:
+            self._evaluate(args, state, model, processing_class, checkpoint_dir=None)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self, args, state, model, processing_class, checkpoint_dir: Path | None) -> None:
+        started = time.perf_counter()
+        train_loss, logged_step = (None, None) if self.options["loss_corpus"] is not None else _last_train_loss(state)
+        frame = evaluate_model(
+            model, self.tokenizer or processing_class, self.tasks, out=self.out, step=state.global_step,
+            name=self.name or Path(args.output_dir).name, checkpoint_dir=checkpoint_dir, train_loss=train_loss,
+            train_loss_step=logged_step, tokens_per_step=self._run_tokens_per_step, **self.options,
+        )
+        seconds = time.perf_counter() - started
+        self.eval_seconds += seconds
+        self.evaluated_steps.append(state.global_step)
+        wall = time.perf_counter() - (self._train_started or started)
+        timing = {"harness/eval_seconds": seconds, "harness/eval_share_of_train_time": self.eval_seconds / wall if wall > 0 else None}
+        logs = {**harness_scalars(frame.to_dict("records")), **{k: v for k, v in timing.items() if v is not None}}
+        trainer = self._trainer() if self._trainer is not None else None
+        if trainer is not None:
+            trainer.log(logs)  # the Trainer's own logging: log_history and every report_to integration
+        if state.is_world_process_zero:
+            self._event("evaluated", step=state.global_step, checkpoint=str(checkpoint_dir) if checkpoint_dir else None,
+                        seconds=round(seconds, 3), eval_seconds_total=round(self.eval_seconds, 3),
+                        train_wall_seconds=round(wall, 3), eval_share_of_train_time=timing["harness/eval_share_of_train_time"],
+                        loss=train_loss, loss_logged_step=logged_step, logged_to_trainer=trainer is not None)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        import datetime as dt
+
+        record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": kind, **fields}
+        store.append_jsonl(self.out / "logs" / "callback.jsonl", [record])
+
+    def _tokens_per_step(self, args, train_dataloader) -> tuple[int | None, str | None]:
+        if self.tokens_per_step is not None:
+            return int(self.tokens_per_step), "given"
+        length, source = self.sequence_length, "sequence_length"
+        if length is None:
+            length, source = _fixed_length(getattr(train_dataloader, "dataset", None)), "training set"
+        if length is None:
+            return None, None
+        per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * length
+        return per_step, f"batch {args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} x world {args.world_size} x length {length} ({source})"
+
+
+def _last_train_loss(state) -> tuple[float | None, int | None]:
+    """The training loss the Trainer logged last, at or before this step, and its step."""
+    logged = [(e["step"], e["loss"]) for e in state.log_history if "loss" in e and e.get("step", 0) <= state.global_step]
+    if not logged:
+        return None, None
+    step, loss = max(logged, key=lambda pair: pair[0])
+    return float(loss), step
+
+
+def _fixed_length(dataset: Any) -> int | None:
+    """The length of every example's ``input_ids`` when the first ``_LENGTH_PROBE`` share one (packed
+    pre-training data); None otherwise, or when the dataset cannot be indexed."""
+    try:
+        count = min(len(dataset), _LENGTH_PROBE)
+        lengths = {len(dataset[i]["input_ids"]) for i in range(count)}
+    except Exception:  # noqa: BLE001 - an iterable dataset, examples without input_ids: unknown
+        return None
+    return lengths.pop() if len(lengths) == 1 else None
+
+
+def _calling_trainer() -> Any:
+    """The ``Trainer`` whose callback handler called us, found on the call stack: a ``TrainerCallback``
+    is handed the model, optimizer and loaders but not the trainer, whose ``log`` is the one way into
+    every ``report_to`` integration."""
+    from transformers import Trainer
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, Trainer):
+                return candidate
+            frame = frame.f_back
+        return None
+    finally:
+        del frame

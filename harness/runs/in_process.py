@@ -1,0 +1,208 @@
+"""Evaluate a model already in memory — a training run's, between two steps — as ``harness eval``
+evaluates a saved one: the same items, engine, scoring, unit keys and results files.
+
+    evaluate_model: training state saved ─► identity ─► plan (keys, what is done) ─► run_plan
+                    (evaluate.py, the eval path) ─► results file ─► tidy rows ─► training state restored
+
+The model is scored where it lies (no reload, no copy of its weights).  Task items are built and
+prompts tokenized once per process, so a training run that evaluates a hundred times pays for them
+once.  Afterwards the model's train/eval mode of every module, its ``requires_grad`` flags and the
+python, numpy, torch CPU and CUDA random states are as they were, so training continues bit for bit
+as it would have without the evaluation.
+
+Identity: with ``checkpoint_dir`` (the folder these exact weights were just saved to, as at a
+Trainer save), the identity is that folder's content hash and the results go to the folder
+``harness eval --model checkpoint_dir`` uses, so a later ``harness eval`` of it finds every unit
+done (or adds the tasks it lacks).  Without one, it is ``units.loaded_model_identity``: a hash of
+the state dict, config and tokenizer.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pandas as pd
+
+from harness.runs import distributed, units
+from harness.items import registry
+from harness import store
+from harness.runs.evaluate import EvalConfig, TaskRows, build_task_rows, plan_checkpoint, run_plan
+from harness.items.registry import BuildOptions
+
+# built once per process: (task list, build options) -> rendered items; tokenizer fingerprint -> encodings
+_TASK_ROWS: dict[tuple[tuple[str, ...], BuildOptions], list[TaskRows]] = {}
+_ENCODINGS: dict[str, dict[str, tuple[int, ...]]] = {}
+
+
+def task_rows_once(tasks: tuple[str, ...], opts: BuildOptions) -> list[TaskRows]:
+    """Every selected task's items, built on the first call and reused by later ones (the same items,
+    and with ``limit`` the same first N of each (sub)task, at every step of a run)."""
+    key = (tasks, opts)
+    if key not in _TASK_ROWS:
+        _TASK_ROWS[key] = build_task_rows(registry.resolve(list(tasks)), opts)
+    return _TASK_ROWS[key]
+
+
+def _encode_cache(tokenizer: Any, add_bos_token: bool | None) -> dict[str, tuple[int, ...]] | None:
+    from harness.engine import tokenizer_fingerprint
+
+    fingerprint = tokenizer_fingerprint(tokenizer, add_bos_token)
+    return None if fingerprint is None else _ENCODINGS.setdefault(fingerprint, {})
+
+
+def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(tasks, str):
+        tasks = tasks.split(",")
+    return tuple(t.strip() for t in tasks if t.strip())
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    tasks: str | Sequence[str],
+    *,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    loss_corpus: str | Path | None = None,
+    loss_window: int = 2048,
+    loss_tokens: int = 1_000_000,
+    limit: int | None = None,
+    batch_size: int | str = "auto",
+    step: int | None = None,
+    name: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    train_loss: float | None = None,
+    train_loss_step: int | None = None,
+    tokens_per_step: int | None = None,
+    num_fewshot: int | None = None,
+    prompt_type: str | None = None,
+    bigbench_mode: str = "auto",
+    add_bos_token: bool | None = None,
+    prefix_cache: bool = True,
+    progress: bool = False,
+    log=None,
+) -> pd.DataFrame:
+    """Score ``model`` (an HF causal LM on its device) on ``tasks``; the tidy rows of
+    ``harness.analysis.table.results_table``, one per (task, metric).
+
+    ``out``: also write the results there as ``harness eval`` would (else a temporary folder is
+    used and removed).  ``loss_corpus``: the held-out loss (``loss_source`` corpus); else
+    ``train_loss`` (logged at ``train_loss_step``) is recorded with ``loss_source`` trainer.
+    ``step``, ``name``, ``tokens_per_step``: the table's step, model and tokens_seen = step x
+    tokens_per_step.  ``checkpoint_dir``: see the module docstring.  Under a multi-process launch
+    every process scores its share and the main process writes; other processes get no rows.
+    """
+    log = log or (lambda message: None)
+    tasks = parse_tasks(tasks)
+    ranks, _ = distributed.join(str(_device(model)))
+    with training_state_kept(model):
+        if checkpoint_dir is not None:
+            from harness.engine.models import folder_content_hash
+
+            if ranks.world > 1:
+                _barrier()  # the main process has written the folder before any process hashes it
+            from harness.engine.models import weights_dtype
+
+            identity = units.CheckpointIdentity(None, None, folder_content_hash(Path(checkpoint_dir)), weights_dtype(model))
+            model_name = str(checkpoint_dir)
+        else:
+            identity = units.loaded_model_identity(model, tokenizer)
+            model_name = name or getattr(model.config, "_name_or_path", None) or "model"
+        with _results_root(out) as root:
+            config = EvalConfig(
+                model=model_name, tasks=tasks, dtype=identity.dtype, device=str(_device(model)),
+                batch_size=batch_size, data_dir=Path(data_dir) if data_dir is not None else None, limit=limit,
+                num_fewshot=num_fewshot, prompt_type=prompt_type, bigbench_mode=bigbench_mode,
+                add_bos_token=add_bos_token, prefix_cache=prefix_cache,
+                loss_corpus=Path(loss_corpus) if loss_corpus is not None else None, loss_window=loss_window,
+                loss_tokens=loss_tokens, out=root, progress=progress,
+            )
+            task_rows = task_rows_once(tasks, config.build_options())
+            out_dir = None
+            if checkpoint_dir is None:
+                # a run's in-memory states are told apart by step; the digest tells runs apart
+                label = f"{model_name}/step-{step}" if step is not None else model_name
+                out_dir = root / store.checkpoint_dirname(label, None, units.identity_digest(identity))
+            plan = plan_checkpoint(config, task_rows, identity, out_dir)
+            if plan.done and ranks.is_main:
+                log(f"already in {plan.out_dir}: {', '.join(sorted(plan.done))}; not run again")
+            if not plan.finished:
+                given = None
+                if train_loss is not None:
+                    given = {"loss": float(train_loss), "source": "trainer", "logged_step": train_loss_step}
+                header = {"step": step, "name": name, "tokens_per_step": tokens_per_step}
+                run_plan(
+                    config, plan, model, tokenizer, _model_info(model, tokenizer, model_name, identity), ranks, log,
+                    header=header, given_loss=given, encode_cache=_encode_cache(tokenizer, add_bos_token),
+                )
+            if not ranks.is_main:
+                from harness.analysis.table import COLUMNS
+
+                return pd.DataFrame(columns=COLUMNS)
+            from harness.analysis.table import results_table
+
+            return results_table(plan.out_dir)
+
+
+@contextmanager
+def _results_root(out: str | Path | None) -> Iterator[Path]:
+    if out is not None:
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix="harness-") as folder:
+        yield Path(folder)
+
+
+def _device(model: Any) -> Any:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else "cpu"
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _model_info(model: Any, tokenizer: Any, model_name: str, identity: units.CheckpointIdentity) -> Any:
+    """What ``load_model`` records for a loaded checkpoint, for a model given in memory."""
+    from harness.engine.models import model_info
+
+    return model_info(
+        model, tokenizer, model=model_name, revision=None, resolved_revision=None, content_hash=identity.content_hash,
+        source="memory" if identity.content_hash.startswith("state-dict:") else "local",
+    )
+
+
+@contextmanager
+def training_state_kept(model: Any) -> Iterator[None]:
+    """Run the body without gradients and put back what evaluation may change: each module's
+    train/eval mode (the engine calls ``model.eval()``), each parameter's ``requires_grad``, and the
+    python, numpy, torch CPU and CUDA random states (dropout and the data order of the next epoch
+    draw from them)."""
+    import numpy as np
+    import torch
+
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    # only when CUDA is already in use: asking for its states would initialise it
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        for param, requires_grad in flags:
+            param.requires_grad_(requires_grad)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)

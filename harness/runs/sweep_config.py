@@ -1,0 +1,284 @@
+"""What a sweep runs: models (each with its checkpoints and an optional size label), tasks, loss
+settings, output folder, device, batch size — from ``--config sweep.yaml`` or from flags (one model).
+
+    out: results/pythia
+    tasks: [mmlu, gsm8k]            # or "mmlu,gsm8k"
+    data_dir: data/                 # optional; paths are relative to this file
+    limit: 100
+    loss: {corpus: val.jsonl, window: 2048, tokens: 1000000}   # or {from: trainer-state} / {from: losses.tsv, smoothing: 10}
+    tokens_per_step: pythia         # or a number
+    device: auto
+    dtype: auto
+    batch_size: auto
+    models:
+      - model: EleutherAI/pythia-160m
+        revisions: pythia           # or step1000:143000:1000, or a list
+        size: 160m
+      - checkpoints: runs/my-1b/    # a folder of checkpoint-N/ folders, a checkpoint, or a list
+        name: my-1b
+        size: 1b
+        loss: {from: trainer-state} # per-model override of the loss settings
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.runs.checkpoints import Discovery, discover_checkpoints, hub_checkpoints, parse_revisions
+from harness.errors import UserError, check_run_values, check_whole_number
+from harness.runs.loss_sources import LossSettings, loss_settings
+from harness.items.registry import BuildOptions
+from harness.runs.units import Shard
+
+
+@dataclass(frozen=True)
+class ModelSweep:
+    """One model (size) of a sweep and where its checkpoints are."""
+
+    name: str  # the table's model column
+    size: str | None = None  # a label such as "160m"
+    hub_model: str | None = None  # hub id, with ``revisions``
+    revisions: tuple[str, ...] | None = None
+    checkpoint_paths: tuple[Path, ...] = ()  # local: each a checkpoint or a folder of checkpoints
+    loss: LossSettings | None = None
+    tokens_per_step: int | None = None
+
+    def discover(self) -> Discovery:
+        if self.hub_model is not None:
+            return hub_checkpoints(self.hub_model, self.revisions)
+        return discover_checkpoints(list(self.checkpoint_paths))
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    models: tuple[ModelSweep, ...]
+    tasks: tuple[str, ...] = ()
+    out: Path = Path("results")
+    data_dir: Path | None = None
+    limit: int | None = None
+    num_fewshot: int | None = None
+    prompt_type: str | None = None
+    bigbench_mode: str = "auto"
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int | str = "auto"
+    add_bos_token: bool | None = None
+    prefix_cache: bool = True
+    trust_remote_code: bool = False
+    shard: Shard = field(default_factory=Shard)
+    save_every: int = 256  # items scored between two flushes of a task's item log
+    prefetch: bool = True  # read the next checkpoint's weights while this one is evaluated
+    progress: bool = True
+    task_files: tuple[tuple[str, str], ...] = ()  # (task, local .jsonl or hub id): --task-file / task_files:
+    data_revision: str | None = None  # hub datasets' revision: --data-revision / data_revision:
+
+    def build_options(self) -> BuildOptions:
+        return BuildOptions(
+            data_dir=self.data_dir, limit=self.limit, num_fewshot=self.num_fewshot,
+            prompt_type=self.prompt_type, bigbench_mode=self.bigbench_mode, task_files=self.task_files,
+            hub_revision=self.data_revision,
+        )
+
+
+def parse_tokens_per_step(value: Any) -> int | None:
+    """A number of tokens, or ``pythia`` (1024 sequences x 2048 tokens = 2,097,152)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "pythia":
+        from harness.interop.pythia import PYTHIA_TOKENS_PER_STEP
+
+        return PYTHIA_TOKENS_PER_STEP
+    try:
+        tokens = int(str(value).replace("_", "").replace(",", ""))
+    except ValueError:
+        raise UserError(f"tokens per step {value!r}: pass a whole number or 'pythia'") from None
+    if tokens < 1:
+        raise UserError(f"tokens per step must be >= 1, got {tokens}")
+    return tokens
+
+
+def _task_list(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(str(t).strip() for t in value if str(t).strip())
+
+
+def _default_name(paths: tuple[Path, ...]) -> str:
+    """A local run's name: the folder given, or the common parent of the checkpoint folders given."""
+    if len(paths) == 1:
+        return str(paths[0]).rstrip("/\\") or str(paths[0])
+    parents = {str(Path(p).parent) for p in paths}
+    return parents.pop() if len(parents) == 1 else str(paths[0])
+
+
+def model_sweep(
+    *, model: str | None = None, revisions: Any = None, checkpoints: Any = None, name: str | None = None,
+    size: str | None = None, loss: LossSettings | None = None, tokens_per_step: int | None = None,
+) -> ModelSweep:
+    """One model from flags or a config entry: a hub id with revisions, or local checkpoint folders
+    (``model`` naming an existing folder counts as ``checkpoints``)."""
+    if model is not None and Path(model).expanduser().is_dir() and checkpoints is None:
+        checkpoints, model = model, None
+    if (model is None) == (checkpoints is None):
+        raise UserError("each model needs either a hub id (--model with --revisions) or --checkpoints FOLDER, not both")
+    if checkpoints is not None:
+        if revisions is not None:
+            raise UserError("--revisions applies to a hub model (--model); local checkpoints are found in their folder")
+        items = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+        paths = tuple(Path(p).expanduser() for p in items)
+        return ModelSweep(
+            name=name or _default_name(paths), size=size, checkpoint_paths=paths, loss=loss,
+            tokens_per_step=tokens_per_step,
+        )
+    if isinstance(revisions, (list, tuple)):
+        revisions = ",".join(str(r) for r in revisions)
+    parsed = parse_revisions(str(revisions)) if revisions is not None else None
+    return ModelSweep(
+        name=name or str(model), size=size, hub_model=str(model), revisions=parsed, loss=loss,
+        tokens_per_step=tokens_per_step,
+    )
+
+
+def select_models(models: tuple[ModelSweep, ...], spec: str) -> tuple[ModelSweep, ...]:
+    """The models whose size label or name is in the comma list ``spec`` (``--sizes 70m,160m``)."""
+    wanted = {part.strip() for part in spec.split(",") if part.strip()}
+    chosen = tuple(m for m in models if m.size in wanted or m.name in wanted)
+    unknown = wanted - {m.size for m in chosen} - {m.name for m in chosen}
+    if unknown or not chosen:
+        labels = sorted({m.size for m in models if m.size} | {m.name for m in models})
+        raise UserError(f"--sizes {spec!r}: no model named or sized {', '.join(sorted(unknown or wanted))}; known: {', '.join(labels)}")
+    return chosen
+
+
+_GLOBAL_KEYS = {
+    "out", "tasks", "data_dir", "limit", "num_fewshot", "prompt", "bigbench_mode", "dtype", "device", "batch_size",
+    "add_bos_token", "trust_remote_code", "prefix_cache", "save_every", "prefetch", "loss", "tokens_per_step", "models",
+    "task_files", "data_revision",
+}
+_MODEL_KEYS = {"model", "revisions", "checkpoints", "name", "size", "loss", "tokens_per_step"}
+_LOSS_KEYS = {"corpus", "from", "window", "tokens", "smoothing"}
+
+
+def _resolve(base: Path, value: Any) -> Path | None:
+    if value is None:
+        return None
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _check_keys(where: str, mapping: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise UserError(f"{where} must be a mapping of settings; see harness/runs/sweep_config.py for the format")
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+    return mapping
+
+
+def _loss_from_mapping(where: str, raw: Any, base: Path, inherited: dict[str, Any]) -> LossSettings | None:
+    raw = {**inherited, **_check_keys(where, raw or {}, _LOSS_KEYS)}
+    loss_from = raw.get("from")
+    if loss_from is not None and loss_from not in ("trainer-state", "trainer-state:eval"):
+        loss_from = str(_resolve(base, loss_from))
+    return loss_settings(
+        corpus=_resolve(base, raw.get("corpus")), loss_from=loss_from, window=raw.get("window", 2048),
+        tokens=raw.get("tokens", 1_000_000), smoothing=raw.get("smoothing", 1),
+    )
+
+
+def _task_files(path: Path, raw: Any, base: Path) -> tuple[tuple[str, str], ...]:
+    """``task_files: {clozet: clozet.jsonl, gsm8k_zh: owner/name}``: a path relative to the file when it
+    exists there, else taken as given (a hub id)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: task_files must map task names to a .jsonl path or hub id, e.g. {{clozet: clozet.jsonl}}")
+    files = []
+    for task, source in raw.items():
+        local = _resolve(base, source)
+        files.append((str(task), str(local) if local.exists() else str(source)))
+    return tuple(files)
+
+
+def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
+    """Read ``sweep.yaml`` (relative paths inside it are relative to the file); ``overrides`` are
+    SweepConfig fields given as flags, which win over the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config {path} does not exist; pass a sweep YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}); fix the file") from None
+    raw = _check_keys(str(path), raw, _GLOBAL_KEYS)
+    base = path.parent
+    if not raw.get("models"):
+        raise UserError(f"{path} lists no models; add a 'models:' list (each with model+revisions or checkpoints)")
+    loss_defaults = _check_keys(f"{path}: loss", raw.get("loss") or {}, _LOSS_KEYS)
+    models = []
+    for index, entry in enumerate(raw["models"]):
+        entry = _check_keys(f"{path}: models[{index}]", entry, _MODEL_KEYS)
+        has_own_loss = "loss" in entry
+        loss = _loss_from_mapping(
+            f"{path}: models[{index}].loss", entry.get("loss"), base, {} if has_own_loss else loss_defaults
+        )
+        checkpoints = entry.get("checkpoints")
+        if checkpoints is not None:
+            checkpoints = [_resolve(base, c) for c in (checkpoints if isinstance(checkpoints, list) else [checkpoints])]
+        models.append(model_sweep(
+            model=entry.get("model"), revisions=entry.get("revisions"), checkpoints=checkpoints,
+            name=entry.get("name"), size=None if entry.get("size") is None else str(entry["size"]), loss=loss,
+            tokens_per_step=parse_tokens_per_step(entry.get("tokens_per_step", raw.get("tokens_per_step"))),
+        ))
+    config = SweepConfig(
+        models=tuple(models),
+        tasks=_task_list(raw.get("tasks")),
+        out=_resolve(base, raw.get("out", "results")),
+        data_dir=_resolve(base, raw.get("data_dir")),
+        limit=raw.get("limit"),
+        num_fewshot=raw.get("num_fewshot"),
+        prompt_type=raw.get("prompt"),
+        bigbench_mode=raw.get("bigbench_mode", "auto"),
+        dtype=str(raw.get("dtype", "auto")),
+        device=str(raw.get("device", "auto")),
+        batch_size=raw.get("batch_size", "auto"),
+        add_bos_token=raw.get("add_bos_token"),
+        trust_remote_code=bool(raw.get("trust_remote_code", False)),
+        prefix_cache=bool(raw.get("prefix_cache", True)),
+        save_every=raw.get("save_every", 256),
+        prefetch=bool(raw.get("prefetch", True)),
+        task_files=_task_files(path, raw.get("task_files"), base),
+        data_revision=None if raw.get("data_revision") is None else str(raw["data_revision"]),
+    )
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return validated(config)
+
+
+def validated(config: SweepConfig) -> SweepConfig:
+    if not config.models:
+        raise UserError("a sweep needs a model: --model HUB_ID --revisions ..., --checkpoints FOLDER, or --config")
+    if not config.tasks and all(m.loss is None for m in config.models):
+        raise UserError("nothing to do: pass --tasks, a loss (--loss-corpus / --loss-from), or both")
+    check_run_values(
+        limit=config.limit, num_fewshot=config.num_fewshot, batch_size=config.batch_size,
+        names={"limit": "--limit (limit:)", "num_fewshot": "--num-fewshot (num_fewshot:)", "batch_size": "--batch-size (batch_size:)"},
+    )
+    check_whole_number("--save-every (save_every:)", config.save_every, 1, "items scored between two saves, e.g. 256")
+    if not 0 <= config.shard.index < config.shard.count:
+        raise UserError(f"--shard {config.shard.index}/{config.shard.count}: write i/n with 0 <= i < n, e.g. 0/4 ... 3/4")
+    for model in config.models:
+        if model.hub_model is not None and model.loss is not None and model.loss.kind.startswith("trainer-state"):
+            raise UserError(
+                f"--loss-from trainer-state reads local HF Trainer checkpoints; for the hub model {model.hub_model} "
+                "use --loss-corpus or a loss log file"
+            )
+    names = [m.name for m in config.models]
+    if len(set(names)) != len(names):
+        raise UserError(f"two models share the name {next(n for n in names if names.count(n) > 1)!r}; give each a distinct name")
+    return config

@@ -1,0 +1,1 @@
+"""Per-item records and metrics from the engine's outputs (no torch): answer extraction, companions, aggregates."""
