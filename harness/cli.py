@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import NonFiniteOutput, UserError, check_run_values
+from harness.errors import NonFiniteOutput, UserError
 
 
 def _batch_size(value: str) -> int | str:
@@ -59,7 +60,7 @@ def _add_task_file_arg(parser: argparse.ArgumentParser) -> None:
 def _add_log_to_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-to", action="append", default=[], metavar="tensorboard:DIR|wandb[:PROJECT]",
-        help="also write each checkpoint's harness/<task>/<metric> and harness/loss series against its step "
+        help="also write each checkpoint's train/harness/<task>/<metric> and train/harness/loss series against its step "
              "(TensorBoard event files under DIR/<model>, or a W&B run, offline unless WANDB_MODE says otherwise); repeatable",
     )
 
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-prefix-cache", action="store_true", help="plain path: every request forwarded whole (the reference for the prefix cache)")
     ev.add_argument("--stats", action="store_true", help="print tokens forwarded vs a naive per-request evaluation, per task")
     ev.add_argument("--out", type=Path, default=Path("results"))
+    ev.add_argument("--shard", help="i/n: run the i-th of n disjoint parts of the checkpoint's tasks (and loss), as a sweep's shards")
+    ev.add_argument("--save-every", type=int, default=256, help="items scored between two flushes of a task's item log (a rerun resumes after them)")
     ev.add_argument("--no-progress", action="store_true")
     _add_log_to_arg(ev)
 
@@ -88,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     loss = sub.add_parser("loss", help="compute only the pre-training loss of a checkpoint on a corpus")
     _add_model_args(loss)
     _add_loss_args(loss)
-    loss.add_argument("--batch-size", type=int, default=8)
-    loss.add_argument("--out", type=Path, help="also write <out>/<checkpoint>/loss.json")
+    loss.add_argument("--batch-size", type=_batch_size, default="auto")
+    loss.add_argument("--out", type=Path, help="also keep the loss unit in that results folder, as harness eval does (a later eval with the same corpus reuses it)")
 
     tasks = sub.add_parser("tasks", help="list tasks: prompt type, shots, split, metrics, random baseline")
     tasks.add_argument("--verbose", action="store_true", help="also print each task's prompt templates")
@@ -127,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("train-tiny", help="train the demo's tiny GPT-NeoX family on the CPU, offline (HF checkpoints at log-spaced steps)")
     tiny.add_argument("--out", type=Path, help="suite folder (default the demo's folder + /suite, e.g. results/demo/suite)")
     tiny.add_argument("--quick", action="store_true", help="the reduced suite the tests use (a few minutes)")
-    demo = sub.add_parser("demo", help="train the tiny family (or reuse it), sweep its checkpoints and write the report: the loss threshold end to end")
+    demo = sub.add_parser("demo", help="train the tiny family (or reuse it), evaluating each checkpoint as it is saved, and write the report: the loss threshold end to end")
     demo.add_argument("--out", type=Path, help="output folder (default results/demo, results/demo-seed1, ...; results/demo-quick[-seedN] with --quick)")
     demo.add_argument("--quick", action="store_true", help="a reduced demo (a few minutes): smaller models, fewer steps")
     demo.add_argument("--loss-source", choices=["mixture", "docstrings"], default="mixture",
@@ -179,171 +182,105 @@ def _add_sweep_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from harness.runs.evaluate import EvalConfig, evaluate
     from harness.analysis.table import stats_markdown, summary_markdown
-
+    from harness.runs.evaluate import eval_spec, evaluate
     from harness.runs.loggers import parse_log_to
+    from harness.runs.units import Shard, parse_shard
 
-    if args.loss_corpus is not None and not args.loss_corpus.exists():
-        raise UserError(f"--loss-corpus {args.loss_corpus} does not exist; pass a .txt or .jsonl file")
     log_targets = [parse_log_to(text) for text in args.log_to]
-    config = EvalConfig(
-        model=args.model, revision=args.revision, tasks=tuple(t for t in args.tasks.split(",") if t),
-        dtype=args.dtype, device=args.device, batch_size=args.batch_size, data_dir=args.data_dir,
-        limit=args.limit, num_fewshot=args.num_fewshot, prompt_type=args.prompt_type,
+    spec = eval_spec(
+        args.model, args.tasks, revision=args.revision, loss_corpus=args.loss_corpus, loss_window=args.loss_window,
+        loss_tokens=args.loss_tokens, dtype=args.dtype, device=args.device, batch_size=args.batch_size,
+        data_dir=args.data_dir, limit=args.limit, num_fewshot=args.num_fewshot, prompt_type=args.prompt_type,
         bigbench_mode=args.bigbench_mode, add_bos_token=args.add_bos_token, prefix_cache=not args.no_prefix_cache,
-        trust_remote_code=args.trust_remote_code, loss_corpus=args.loss_corpus,
-        loss_window=args.loss_window, loss_tokens=args.loss_tokens, out=args.out,
-        progress=not args.no_progress, task_files=tuple(args.task_files), data_revision=args.data_revision,
+        trust_remote_code=args.trust_remote_code, out=args.out, progress=not args.no_progress,
+        task_files=tuple(args.task_files), data_revision=args.data_revision, save_every=args.save_every,
+        shard=parse_shard(args.shard) if args.shard is not None else Shard(),
     )
-    path = evaluate(config, log=lambda msg: print(msg, file=sys.stderr))
-    from harness.runs.distributed import launched_ranks
-
-    if not launched_ranks().is_main:
+    with _loggers(log_targets, spec.config.out) as loggers:
+        outcome = evaluate(spec, log=_log, loggers=loggers)
+    if outcome.results is None:
         return 0  # the main process writes and prints the gathered results
-    results = json.loads(path.read_text(encoding="utf-8"))
-    if log_targets:
-        from harness.runs.loggers import Loggers
+    if outcome.results.exists():
+        print(summary_markdown(outcome.results))
+        if args.stats:
+            print(stats_markdown(outcome.results))
+    print(f"results: {outcome.results}\nitems:   {outcome.results.parent / 'units'}/<unit key>.items.jsonl")
+    return _exit_code(outcome.summary, "interrupted: rerun the same command to resume after the last item scored",
+                      "{task}: {error}")
 
-        loggers = Loggers(log_targets, config.out)
-        loggers.log_results(results.get("name") or args.model, results, results.get("step"))
-        loggers.close()
-    print(summary_markdown(path))
-    if args.stats:
-        print(stats_markdown(path))
-    print(f"results: {path}\nitems:   {path.with_name('items.jsonl')}")
-    from harness.items import registry
 
-    # this run's tasks only: a failure an earlier eval left in the same folder is listed in the file
-    asked = {s.label for s in registry.resolve(list(config.tasks))} | ({"loss"} if config.loss_corpus else set())
-    failures = [f for f in results.get("failures", []) if f["task"] in asked]
-    if failures:  # a diverged checkpoint is a failure, not a score of 0
-        print(f"{len(failures)} failed:", file=sys.stderr)
-        for failure in failures:
-            print(f"  {failure['task']}: {failure['error']}", file=sys.stderr)
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@contextmanager
+def _loggers(targets: list, out: Path):
+    """The --log-to loggers (None when there are none), closed on the way out."""
+    from harness.runs.loggers import Loggers
+
+    loggers = Loggers(targets, out) if targets else None
+    try:
+        yield loggers
+    finally:
+        if loggers is not None:
+            loggers.close()
+
+
+def _exit_code(summary, interrupted: str, failure: str) -> int:
+    """130 when interrupted, 1 when a unit failed (a diverged checkpoint is a failure, not a score of 0), else 0."""
+    if summary.interrupted:
+        print(interrupted, file=sys.stderr)
+        return 130
+    if summary.failures:
+        print(f"{len(summary.failures)} failed:", file=sys.stderr)
+        for entry in summary.failures:
+            print("  " + failure.format(**entry), file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from dataclasses import replace
+    from harness.runs import sweep
+    from harness.runs.loggers import parse_log_to
+    from harness.runs.sweep_config import config_from_flags
 
-    from harness.runs.loggers import Loggers, parse_log_to
-    from harness.runs.loss_sources import loss_settings
-    from harness.runs.sweep import run_sweep
-    from harness.runs.sweep_config import (
-        SweepConfig, load_sweep_config, model_sweep, parse_tokens_per_step, select_models, validated,
-    )
-    from harness.runs.units import parse_shard
-
-    tokens_per_step = parse_tokens_per_step(args.tokens_per_step)
     log_targets = [parse_log_to(text) for text in args.log_to]
-    overrides = {
-        "tasks": tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks is not None else None,
-        "out": args.out, "data_dir": args.data_dir, "limit": args.limit, "num_fewshot": args.num_fewshot,
-        "prompt_type": args.prompt_type, "bigbench_mode": args.bigbench_mode, "dtype": args.dtype,
-        "device": args.device, "batch_size": args.batch_size, "add_bos_token": args.add_bos_token,
-        "trust_remote_code": args.trust_remote_code, "prefix_cache": False if args.no_prefix_cache else None,
-        "shard": parse_shard(args.shard) if args.shard is not None else None, "save_every": args.save_every,
-        "prefetch": False if args.no_prefetch else None, "progress": False if args.no_progress else None,
-        "task_files": tuple(args.task_files) or None, "data_revision": args.data_revision,
-    }
-    loss = loss_settings(
-        corpus=args.loss_corpus, loss_from=args.loss_from, window=args.loss_window, tokens=args.loss_tokens,
-        smoothing=args.loss_smoothing,
+    config = config_from_flags(
+        config=args.config, preset=args.preset, sizes=args.sizes, model=args.model, revisions=args.revisions,
+        checkpoints=args.checkpoints, name=args.name, size=args.size, tasks=args.tasks,
+        tokens_per_step=args.tokens_per_step, shard=args.shard, loss_corpus=args.loss_corpus, loss_from=args.loss_from,
+        loss_window=args.loss_window, loss_tokens=args.loss_tokens, loss_smoothing=args.loss_smoothing,
+        out=args.out, data_dir=args.data_dir, limit=args.limit, num_fewshot=args.num_fewshot,
+        prompt_type=args.prompt_type, bigbench_mode=args.bigbench_mode, dtype=args.dtype, device=args.device,
+        batch_size=args.batch_size, add_bos_token=args.add_bos_token, trust_remote_code=args.trust_remote_code,
+        prefix_cache=False if args.no_prefix_cache else None, save_every=args.save_every,
+        prefetch=False if args.no_prefetch else None, progress=False if args.no_progress else None,
+        task_files=tuple(args.task_files) or None, data_revision=args.data_revision,
     )
-    config_path = _sweep_config_path(args)
-    if args.preset is not None and args.out is None:
-        overrides["out"] = Path("results") / args.preset  # not beside the packaged file
-    if config_path is not None:
-        given = [flag for flag, value in (("--model", args.model), ("--revisions", args.revisions),
-                 ("--checkpoints", args.checkpoints), ("--name", args.name), ("--size", args.size)) if value is not None]
-        if given:
-            raise UserError(f"the sweep config lists the models; drop {', '.join(given)} or drop --config/--preset")
-        config = load_sweep_config(config_path, **overrides)
-        model_changes = {"tokens_per_step": tokens_per_step, "loss": loss}  # flags given win over the file
-        model_changes = {k: v for k, v in model_changes.items() if v is not None}
-        models = tuple(replace(m, **model_changes) for m in config.models)
-        if args.sizes is not None:
-            models = select_models(models, args.sizes)
-        config = validated(replace(config, models=models))
-    else:
-        if args.sizes is not None:
-            raise UserError("--sizes selects models of a --config or --preset; with one model, drop it")
-        model = model_sweep(
-            model=args.model, revisions=args.revisions, checkpoints=args.checkpoints, name=args.name, size=args.size,
-            loss=loss, tokens_per_step=tokens_per_step,
-        )
-        config = validated(replace(SweepConfig(models=(model,)), **{k: v for k, v in overrides.items() if v is not None}))
-    loggers = Loggers(log_targets, config.out) if log_targets else None
-    try:
-        summary = run_sweep(config, log=lambda message: print(message, file=sys.stderr), loggers=loggers)
-    finally:
-        if loggers is not None:
-            loggers.close()
-    print(
-        f"sweep {summary.shard}: {summary.units_done} units run, {summary.units_skipped} already done, "
-        f"{summary.units_failed} failed (of {summary.units_owned} owned, {summary.units_in_sweep} in the sweep); "
-        f"{summary.items_scored} items scored, {summary.items_resumed} resumed from disk"
-    )
+    with _loggers(log_targets, config.out) as loggers:
+        summary = sweep.run_sweep(config, log=_log, loggers=loggers)
+    print(summary.line())
     print(f"results: {config.out}  (harness table {config.out})")
-    if summary.interrupted:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        return 130
-    if summary.failures:
-        print(f"{len(summary.failures)} failed:", file=sys.stderr)
-        for failure in summary.failures:
-            print(f"  {failure['checkpoint']} {failure['task']}: {failure['error']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _sweep_config_path(args) -> Path | None:
-    """--config's file, or the packaged file of --preset (harness/interop/presets/<name>.yaml)."""
-    if args.preset is None:
-        return args.config
-    if args.config is not None:
-        raise UserError("--preset is a built-in --config; pass one of them")
-    from importlib import resources
-
-    presets = sorted(p.name.removesuffix(".yaml") for p in resources.files("harness.interop.presets").iterdir() if p.name.endswith(".yaml"))
-    if args.preset not in presets:
-        raise UserError(f"unknown preset {args.preset!r}; known presets: {', '.join(presets)}")
-    return Path(str(resources.files("harness.interop.presets") / f"{args.preset}.yaml"))
+    return _exit_code(summary, "interrupted: rerun the same command to resume", "{checkpoint} {task}: {error}")
 
 
 def cmd_loss(args) -> int:
-    import dataclasses
-
-    from harness import store
-    from harness.engine.loss import pretraining_loss
-    from harness.engine.models import load_model
+    from harness.runs.evaluate import measure_loss
 
     if args.loss_corpus is None:
         raise UserError("harness loss needs --loss-corpus PATH (.txt or .jsonl with a 'text' field)")
-    check_run_values(loss_window=args.loss_window, loss_tokens=args.loss_tokens, batch_size=args.batch_size)
-    model, tokenizer, info = load_model(
-        args.model, revision=args.revision, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code
+    outcome, loss = measure_loss(
+        args.model, out=args.out, log=_log, revision=args.revision, loss_corpus=args.loss_corpus,
+        loss_window=args.loss_window, loss_tokens=args.loss_tokens, dtype=args.dtype, device=args.device,
+        batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
     )
-    result = pretraining_loss(
-        model, tokenizer, args.loss_corpus, window=args.loss_window, max_tokens=args.loss_tokens, batch_size=args.batch_size
-    )
-    from harness.engine.models import run_provenance
-    from harness.runs.units import CheckpointIdentity, identity_digest
-
-    record = {
-        "model": dataclasses.asdict(info), "loss": {**dataclasses.asdict(result), "source": "corpus"},
-        "provenance": run_provenance(info.device, info.dtype),
-    }
-    print(f"loss {result.loss:.6f} nats/token  bits_per_byte {result.bits_per_byte:.6f}  tokens {result.tokens}  windows {result.windows}x{result.window}")
-    if args.out is not None:
-        identity = CheckpointIdentity(
-            info.model if info.source == "hub" else None, info.resolved_revision, info.content_hash, info.dtype
-        )
-        path = args.out / store.checkpoint_dirname(args.model, args.revision, identity_digest(identity)) / "loss.json"
-        store.write_json_atomic(path, record)
-        print(f"written: {path}")
-    return 0
+    if loss is not None:
+        print(f"loss {loss['loss']:.6f} nats/token  bits_per_byte {loss['bits_per_byte']:.6f}  tokens {loss['tokens']}  "
+              f"windows {loss['windows']}x{loss['window']}")
+    if outcome.results is not None:
+        print(f"written: {outcome.results}")
+    return _exit_code(outcome.summary, "interrupted", "{task}: {error}")
 
 
 def cmd_tasks(args) -> int:
@@ -354,34 +291,16 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_prompt(args) -> int:
-    from harness.items import registry
-    from harness.runs.evaluate import build_task_rows
+    from harness.items.registry import BuildOptions
+    from harness.items.rows import find_item, item_answers
 
-    (selection,) = registry.resolve([args.task])
-    opts = registry.BuildOptions(
+    item = find_item(args.task, args.index, BuildOptions(
         data_dir=args.data_dir, num_fewshot=args.num_fewshot, prompt_type=args.prompt_type,
-        bigbench_mode=args.bigbench_mode, limit=args.index + 1, task_files=tuple(args.task_files),
-        hub_revision=args.data_revision,
-    )
-    (built,) = build_task_rows([selection], opts)
-    if len(built.rows) != 1:
-        raise UserError(f"{args.task} has {len(built.rows)} rows; name one, e.g. {next(iter(built.rows))}")
-    (items,) = built.rows.values()
-    matches = [item for item in items if item.doc_id == args.index]
-    if not matches:
-        raise UserError(f"{args.task} has no item with doc_id {args.index} (it has {len(items)} items from 0)")
-    item = matches[0]
-    sys.stdout.write(item.context)
-    sys.stdout.write("\n")
+        bigbench_mode=args.bigbench_mode, task_files=tuple(args.task_files), hub_revision=args.data_revision,
+    ))
+    sys.stdout.write(item.context + "\n")
     print("-" * 40, file=sys.stderr)
-    info = {"task": item.task, "doc_id": item.doc_id}
-    if item.choices:  # multiple choice, or one continuation (gold null)
-        info.update(choices=list(item.choices), gold=item.gold)
-        if item.contexts:  # stdout showed them joined; here each one exactly
-            info.update(contexts=list(item.contexts))
-    else:
-        info.update(targets=list(item.targets), stop=list(item.stop), max_new_tokens=item.max_new_tokens)
-    print(json.dumps(info, ensure_ascii=False), file=sys.stderr)
+    print(json.dumps(item_answers(item), ensure_ascii=False), file=sys.stderr)
     return 0
 
 
@@ -422,7 +341,7 @@ def cmd_train_tiny(args) -> int:
 
     settings = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
     out = args.out or default_out(**settings) / "suite"
-    manifest = train_suite(suite_config(**settings), out, log=lambda message: print(message, file=sys.stderr))
+    manifest = train_suite(suite_config(**settings), out, log=_log)
     for size in manifest["sizes"]:
         print(f"{size['name']}: {size['params_non_embedding']:,} non-embedding parameters, checkpoints at steps "
               f"{', '.join(map(str, size['checkpoint_steps']))}, final training loss {size['final_train_loss']}")
@@ -434,7 +353,7 @@ def cmd_demo(args) -> int:
     from harness.demo.pipeline import default_out, run_demo
 
     settings = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
-    result = run_demo(args.out or default_out(**settings), **settings, log=lambda message: print(message, file=sys.stderr))
+    result = run_demo(args.out or default_out(**settings), **settings, log=_log)
     source = args.loss_source
     print("\n".join(result.summaries[source]))
     if result.predictions[source]:

@@ -1,7 +1,9 @@
-"""Results on disk: one results JSON and one per-item JSONL per checkpoint, always written atomically.
+"""The one on-disk layout, for a sweep of many checkpoints and an eval of one alike: per checkpoint
+folder, one file per finished unit, its per-item log, failure records, and a merged results view.
 
-A crash mid-write never leaves a truncated file: we write a temp file in the same folder, fsync it,
-then ``os.replace`` it over the target (atomic on POSIX and Windows).
+A crash mid-write never leaves a truncated file: whole files are written to a temp file in the same
+folder, fsynced, then ``os.replace``d over the target (atomic on POSIX and Windows); item logs are
+appended and flushed line by line, and a torn last line is dropped on reading.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 RESULTS_NAME = "results.json"
-ITEMS_NAME = "items.jsonl"
 SCHEMA_VERSION = 1
 
 
@@ -74,10 +75,9 @@ def find_results(root: Path) -> list[Path]:
     return sorted(root.rglob(RESULTS_NAME))
 
 
-# ---------------------------------------------------------------------- sweep units
+# ---------------------------------------------------------------------- units
 #
-# A sweep writes each unit of work to its own files, so shards sharing an output folder never write
-# the same file:
+# Each unit of work has its own files, so shards sharing an output folder never write the same file:
 #   <checkpoint dir>/units/<key>.json          a finished unit (task rows or loss), written atomically
 #   <checkpoint dir>/units/<key>.items.jsonl   its per-item records, appended and flushed as they are
 #                                              scored (a rerun resumes after the last one)
@@ -156,6 +156,7 @@ def merged_results(checkpoint_dir: Path) -> dict[str, Any] | None:
         (done if unit["status"] == "done" else failed)[unit["task"]] = unit
     latest = max(units, key=lambda u: u.get("finished") or u.get("failed") or "")
     with_model = [u for u in done.values() if u.get("model")]
+    processes = [u["processes"] for u in done.values() if u.get("processes")]
     view: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "created": latest.get("finished") or latest.get("failed"),
@@ -167,18 +168,27 @@ def merged_results(checkpoint_dir: Path) -> dict[str, Any] | None:
         "tokens_per_step": latest.get("tokens_per_step"),
         # of the latest unit; every unit file keeps its own
         "provenance": latest.get("provenance"),
+        "command": latest.get("command"),
+        "identity": None,  # the weights' identity (units.CheckpointIdentity), from a unit that used them
         "loss": done["loss"]["loss"] if "loss" in done else None,
         "tasks": {},
         "stats": {},
         "units": {},
         "failures": [],
     }
+    if processes:
+        view["processes"] = max(processes)
     for label, unit in done.items():
         view["units"][label] = {"key": unit["key"], "status": "done", "finished": unit["finished"]}
         if unit["kind"] == "task":
             view["units"][label]["items"] = f"{UNITS_DIR}/{unit['items']}"
-            view["tasks"].update(unit["tasks"])
+            # each row with the key and the record (the settings) of the unit that produced it
+            view["tasks"].update(
+                {row: {**entry, "unit_key": unit["key"], "config": unit.get("record")} for row, entry in unit["tasks"].items()}
+            )
             view["stats"][label] = unit["stats"]
+        if view["identity"] is None and (unit.get("record") or {}).get("checkpoint"):
+            view["identity"] = unit["record"]["checkpoint"]
     for label, unit in failed.items():
         if label not in done:
             view["units"][label] = {"status": "failed", "failed": unit["failed"]}
@@ -193,3 +203,14 @@ def find_checkpoint_dirs(root: Path) -> list[Path]:
         return [root.parent]
     found = {p.parent for p in root.rglob(RESULTS_NAME)} | {p.parent for p in root.rglob(UNITS_DIR) if p.is_dir()}
     return sorted(found)
+
+
+def checkpoint_items(checkpoint_dir: Path) -> list[dict[str, Any]]:
+    """The per-item records of a checkpoint's finished task units (those its results view lists),
+    in unit then item order."""
+    view = merged_results(checkpoint_dir) or {}
+    records: list[dict[str, Any]] = []
+    for unit in view.get("units", {}).values():
+        if "items" in unit:
+            records.extend(read_partial_jsonl(Path(checkpoint_dir) / unit["items"]))
+    return records

@@ -26,7 +26,8 @@ import torch
 
 from harness.items import registry
 from harness.engine import Engine
-from harness.runs.evaluate import build_task_rows, score_items
+from harness.items.rows import build_task_rows
+from harness.runs.score import score_items
 from harness.engine.models import load_model
 from harness.items.registry import BuildOptions
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.analysis.thresholds import EMERGED, FROM_START, Curve, agreement, emergence_threshold, pool
+from harness.analysis.agreement import agreement
+from harness.analysis.thresholds import EMERGED, FROM_START, Curve, emergence_threshold, pool
 
 # --- the simulated sweeps --------------------------------------------------------------------------
 CHECKPOINTS = 20  # per model

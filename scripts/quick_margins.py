@@ -24,7 +24,8 @@ from harness.demo.pipeline import QUICK, sweep_yaml
 from harness.runs.sweep import run_sweep
 from harness.runs.sweep_config import load_sweep_config
 from harness.analysis.table import markdown_table, results_table
-from harness.demo.tiny_suite import ModelSize, train_suite
+from harness.demo.corpus import ModelSize
+from harness.demo.tiny_suite import train_suite
 
 TASK = "bigbench:two_digit_addition"
 

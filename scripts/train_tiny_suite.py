@@ -4,7 +4,7 @@
     python scripts/train_tiny_suite.py --quick --out /tmp/suite
 
 The suite (corpus, tokenizer, sizes, steps, checkpoints) is defined in harness/demo/tiny_suite.py and its
-tuned settings in harness/demo/pipeline.py (FULL, QUICK); `harness demo` trains it too, then sweeps it.
+tuned settings in harness/demo/pipeline.py (FULL, QUICK); `harness demo` trains it too, evaluating each checkpoint as it is saved.
 """
 
 import sys

@@ -149,15 +149,14 @@ def evaluate_tiny(model_dir: Path, out: Path, tasks, **config) -> tuple[dict, li
     the item records."""
     import json
 
-    from harness.runs.evaluate import EvalConfig, evaluate
+    from harness import store
+    from harness.runs.evaluate import eval_spec, evaluate
 
-    path = evaluate(
-        EvalConfig(model=str(model_dir), tasks=tuple(tasks), data_dir=FIXTURES / "data", limit=3, batch_size=4,
-                   device="cpu", dtype="float32", out=out, progress=False, **config),
-        log=lambda message: None,
-    )
+    spec = eval_spec(str(model_dir), tuple(tasks), data_dir=FIXTURES / "data", limit=3, batch_size=4,
+                     device="cpu", dtype="float32", out=out, progress=False, **config)
+    path = evaluate(spec, log=lambda message: None).results
     results = json.loads(path.read_text(encoding="utf-8"))
-    records = [json.loads(line) for line in path.with_name("items.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = store.checkpoint_items(path.parent)
     return results, records
 
 
@@ -182,3 +181,15 @@ def assert_scores_equal_lm_eval(task, doc: dict, item, metrics=("acc", "acc_norm
         ours = scoring.score_multiple_choice(item, results)["metrics"]
         for name in metrics:
             assert ours[name] == theirs[name], (name, item.task, item.doc_id, logprobs)
+
+
+def eval_items(root: Path, step: int | None = None) -> list[dict]:
+    """The per-item records of the one checkpoint folder under ``root`` (of the one at ``step``)."""
+    import json
+
+    from harness import store
+
+    folders = [p.parent for p in Path(root).rglob(store.RESULTS_NAME)
+               if step is None or json.loads(p.read_text(encoding="utf-8")).get("step") == step]
+    (folder,) = folders
+    return store.checkpoint_items(folder)

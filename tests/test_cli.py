@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, eval_items
 
 DATA = FIXTURES / "data"
 TASKS = "mmlu:abstract_algebra,gsm8k,bigbench:modified_arithmetic"
@@ -77,8 +77,7 @@ def test_eval_writes_results_with_loss_and_every_row(local_run):
 
 
 def test_items_log_schema(local_run):
-    (path,) = list(local_run.rglob("items.jsonl"))
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    records = eval_items(local_run)
     mc = [r for r in records if r["task"] == "mmlu:abstract_algebra"]
     assert [r["doc_id"] for r in mc] == [0, 1, 2]
     for r in mc:
@@ -90,8 +89,7 @@ def test_items_log_schema(local_run):
 
 
 def test_prompt_hash_matches_harness_prompt(local_run):
-    (path,) = list(local_run.rglob("items.jsonl"))
-    record = json.loads(path.read_text(encoding="utf-8").splitlines()[1])
+    record = eval_items(local_run)[1]
     proc = run_harness("prompt", "--task", record["task"], "--index", str(record["doc_id"]), "--data-dir", str(DATA))
     import hashlib
 
@@ -142,8 +140,7 @@ def test_hub_id_with_revision_offline_matches_local_folder(local_run, tiny_model
     assert hub["model"]["source"] == "hub" and hub["model"]["resolved_revision"] == f"{1:040x}"
     assert hub["step"] == 1000
     assert hub["loss"]["loss"] == pytest.approx(local["loss"]["loss"], abs=1e-6)
-    hub_items = [json.loads(l) for l in next(out.rglob("items.jsonl")).read_text().splitlines()]
-    local_items = [json.loads(l) for l in next(local_run.rglob("items.jsonl")).read_text().splitlines()]
+    hub_items, local_items = eval_items(out), eval_items(local_run)
     local_mc = [r for r in local_items if r["task"] == "mmlu:abstract_algebra"]
     for a, b in zip(hub_items, local_mc):
         assert a["choice_logprobs"] == pytest.approx(b["choice_logprobs"], abs=1e-5)
@@ -220,3 +217,26 @@ def test_sweep_usage_errors_are_one_line(args, message):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_loss_batch_size_is_auto_by_default_and_range_checked(tiny_model_dir, corpus, tmp_path, capsys):
+    """``harness loss --batch-size`` takes a number or auto (the default: sized from free memory, halved
+    on out-of-memory), like eval's; a bad one is a one-line error before any model is loaded."""
+    from harness.cli import main
+
+    flags = ["loss", "--model", str(tiny_model_dir), "--loss-corpus", str(corpus), "--loss-window", "64",
+             "--loss-tokens", "400", "--device", "cpu"]
+    assert main([*flags, "--out", str(tmp_path)]) == 0
+    assert "written:" in capsys.readouterr().out
+    (path,) = tmp_path.rglob("results.json")  # the loss unit in the one store, as `harness eval` writes it
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["loss"]["source"] == "corpus" and record["provenance"]["device"] == "cpu" and record["tasks"] == {}
+    assert main([*flags, "--batch-size", "2"]) == 0
+    assert capsys.readouterr().out.startswith(f"loss {record['loss']['loss']:.6f} nats/token")
+
+    assert main([*flags, "--batch-size", "0"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harness loss: error: --batch-size")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*flags, "--batch-size", "many"])
+    assert exit_info.value.code == 2 and "batch size must be an integer or 'auto'" in capsys.readouterr().err

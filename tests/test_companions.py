@@ -9,11 +9,11 @@ import json
 import pytest
 
 from harness.scoring import companions, records as scoring
-from harness.runs import evaluate
+from harness.items.rows import build_task_rows
+from harness.runs.score import score_items, split_by_row, task_entries
 from harness.items import registry
 from harness.scoring.companions import GoldContinuation, companion_scores, edit_distance
 from harness.engine import Engine
-from harness.items.families import gsm8k
 from harness.scoring.metrics import rouge_scores
 from harness.items.registry import BuildOptions
 from harness.requests import GenerationRequest, Item, LoglikelihoodRequest, LoglikelihoodResult
@@ -135,7 +135,7 @@ def test_final_answer_span_is_scored_given_the_gold_reasoning(model_and_tokenize
 def test_companion_scores_by_hand():
     gold = GoldContinuation((" 40 + 2 = 42. The answer is 42.",), final_answer=" The answer is 42.")
     assert gold.score_requests() == (" 40 + 2 = 42. The answer is 42.", " 40 + 2 = 42.")
-    assert gold.metric_names() == ("target_logprob", "target_logprob_per_token", "final_answer_logprob",
+    assert companions.metric_names(gold) == ("target_logprob", "target_logprob_per_token", "final_answer_logprob",
                                    "token_edit_distance", "char_edit_distance")
     results = [LoglikelihoodResult(-12.0, 16, 31, False), LoglikelihoodResult(-9.5, 10, 13, False)]
     words = lambda text: text.split()  # noqa: E731 - any tokenizer: here words
@@ -159,11 +159,11 @@ def test_gold_continuations_of_each_family():
     specs = registry.all_specs()
     doc = json.loads((FIXTURES / "data/gsm8k/test.jsonl").read_text().splitlines()[1])
     item = Item(task="gsm8k", doc_id=1, context="Q: ...\nA:", targets=("3",), solution=doc["answer"])
-    assert gsm8k.gold_continuation(specs["gsm8k"], item) == GoldContinuation(
+    assert companions.gold_continuation(specs["gsm8k"], item) == GoldContinuation(
         (" It takes 2/2=1 bolt of white fiber. So the total amount of fabric is 2+1=3 bolts of fabric. The answer is 3.",),
         final_answer=" The answer is 3.",
     )
-    assert gsm8k.gold_continuation(specs["gsm8k:fewshot"], item) == GoldContinuation(
+    assert companions.gold_continuation(specs["gsm8k:fewshot"], item) == GoldContinuation(
         (" It takes 2/2=<<2/2=1>>1 bolt of white fiber\nSo the total amount of fabric is 2+1=<<2+1=3>>3 bolts of fabric\n#### 3",),
         final_answer="#### 3",
     )
@@ -178,11 +178,11 @@ def test_gold_continuations_of_each_family():
 
 def test_score_items_records_and_aggregates_the_companions(model_and_tokenizer):
     opts = BuildOptions(data_dir=FIXTURES / "data", limit=2)
-    built = evaluate.build_task_rows(registry.resolve(["gsm8k", "bigbench:modified_arithmetic"]), opts)
+    built = build_task_rows(registry.resolve(["gsm8k", "bigbench:modified_arithmetic"]), opts)
     engine = make_engine(model_and_tokenizer, batch_size=4)
     for task in built:
         items = [item for items in task.rows.values() for item in items]
-        records = evaluate.score_items(engine, task.spec, items)
+        records = score_items(engine, task.spec, items)
         for item, record in zip(items, records):
             gold = companions.gold_continuation(task.spec, item)
             [generated] = engine.generate_scored([GenerationRequest(item.context, item.stop, item.max_new_tokens,
@@ -195,7 +195,7 @@ def test_score_items_records_and_aggregates_the_companions(model_and_tokenizer):
             assert record["metrics"]["char_edit_distance"] == min(edit_distance(answer, t.strip()) for t in item.targets)
             assert record["metrics"]["token_edit_distance"] == min(
                 edit_distance(engine.tokenize(answer), engine.tokenize(t.strip())) for t in item.targets)
-        entries = evaluate.task_entries(task, evaluate.split_by_row(task, records))
+        entries = task_entries(task, split_by_row(task, records))
         top = entries[task.selection.label]["metrics"]
         assert {"target_logprob", "target_logprob_per_token", "token_edit_distance", "char_edit_distance"} <= set(top)
         assert ("final_answer_logprob" in top) == (task.spec.family == "gsm8k")

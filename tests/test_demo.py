@@ -8,26 +8,23 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from harness import cli
 from harness.items import registry
 from harness.demo.pipeline import FULL, QUICK
-from harness.runs.evaluate import build_task_rows
+from harness.items.rows import build_task_rows
 from harness.analysis.table import results_table
-from harness.demo.tiny_suite import (
-    ADDITION,
-    SuiteConfig,
-    build_corpus,
-    checkpoint_steps,
-    task_document,
-    train_tokenizer,
-    write_suite_data,
-)
+from harness.demo.corpus import ADDITION, ModelSize, SuiteConfig, build_corpus, task_document, write_suite_data
+from harness.demo.tiny_suite import checkpoint_steps, train_tokenizer
 
 # A corpus small enough to build in a second: few docstrings, few evaluated items.
 SMALL = dataclasses.replace(QUICK, docstring_chars=20_000, eval_items=12)
+# A suite that trains in seconds: one 888-parameter size, three checkpoints of four items each.
+TINY = dataclasses.replace(QUICK, sizes=(ModelSize("2k", 8, 1, 2),), steps=12, batch_size=4, warmup_steps=2,
+                           checkpoints=3, first_checkpoint=4, docstring_chars=5_000, eval_items=4, threads=1)
 # How far each held-out loss falls from the quick demo's first checkpoint to its last, every size (nats/token)
 LOSS_DROP = {"mixture": 2.0, "docstrings": 1.0}
 
@@ -108,7 +105,7 @@ def test_demo_seed_and_threads_name_the_output_folder():
 
 
 def test_docstring_loss_corpus_is_the_held_out_docstrings_alone(tmp_path):
-    from harness.demo.tiny_suite import LOSS_CORPORA
+    from harness.demo.corpus import LOSS_CORPORA
 
     corpus = build_corpus(SMALL)
     assert corpus.heldout_docstrings and set(corpus.heldout_docstrings) <= set(corpus.heldout)
@@ -133,6 +130,57 @@ def test_table_with_loss_replaces_the_loss_and_names_its_source():
     assert list(out.columns) == COLUMNS
     assert list(out["loss"]) == [4.5, 3.5, 5.5] and list(out["loss_bits_per_byte"]) == [2.0, 1.0, 3.0]
     assert (out["loss_source"] == "corpus:docstrings").all() and list(table["loss"]) == [5.0, 4.0, 6.0]
+
+
+def _callback_log(out: Path) -> list[dict]:
+    """The records ``EvalCallback`` wrote during the demo's training (every size's, in one file)."""
+    path = out / "evals" / "logs" / "callback.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_demo_evaluates_each_checkpoint_as_training_saves_it(tmp_path, monkeypatch, one_torch_thread):
+    """The demo trains through ``EvalCallback``: each checkpoint is evaluated as it is saved, the
+    evaluation of every checkpoint after training finds those units done, the weights are those of
+    training without the callback, and the numbers those of evaluating the saved checkpoints."""
+    from harness.demo import pipeline
+    from harness.demo.tiny_suite import train_suite
+
+    monkeypatch.setattr(pipeline, "QUICK", TINY)
+    monkeypatch.setattr(pipeline, "BOOTSTRAP", 20)
+    quiet = lambda message: None  # noqa: E731
+    steps = checkpoint_steps(TINY.steps, TINY.checkpoints, TINY.first_checkpoint)
+    assert len(steps) == 3
+
+    # a suite trained before (no callback fired): the evaluation after training does all the work
+    train_suite(TINY, tmp_path / "earlier" / "suite", log=quiet)
+    earlier = pipeline.run_demo(tmp_path / "earlier", quick=True, log=quiet)
+    assert earlier.evaluated["mixture"].units_run == 2 * len(steps)  # the task and the loss, each checkpoint
+    assert "eval in training" not in earlier.seconds and not (tmp_path / "earlier" / "evals" / "logs" / "callback.jsonl").exists()
+
+    out = tmp_path / "demo"
+    result = pipeline.run_demo(out, quick=True, log=quiet)
+    log = _callback_log(out)
+    assert [(e["event"], e["name"]) for e in log[:1]] == [("start", "tiny-neox-2k")]
+    assert [(e["name"], e["step"], Path(e["checkpoint"]).name) for e in log[1:]] == [
+        ("tiny-neox-2k", step, f"checkpoint-{step}") for step in steps
+    ]
+    assert log[0]["tokens_per_step"] == TINY.batch_size * TINY.seq_len and log[0]["limit"] == TINY.eval_items
+    # afterwards, the same keys: nothing run again for the mixture; the docstring loss is a pass of its own
+    assert result.evaluated["mixture"].units_run == 0 and result.evaluated["mixture"].units_done_before == 2 * len(steps)
+    assert result.evaluated["docstrings"].units_run == len(steps)
+    assert result.seconds["eval in training"] > 0
+    for step in steps:  # training through the callback is bit for bit training without it
+        weights = [(root / "suite" / "runs" / "2k" / f"checkpoint-{step}" / "model.safetensors").read_bytes()
+                   for root in (out, tmp_path / "earlier")]
+        assert weights[0] == weights[1], step
+    columns = ["model", "size", "step", "task", "metric", "value", "loss", "loss_source"]
+    for source in ("mixture", "docstrings"):
+        ours, theirs = (pd.read_csv(path)[columns] for path in (result.tables[source], earlier.tables[source]))
+        assert set(ours["size"]) == {"2k"} and sorted(set(ours["step"])) == steps
+        assert ours[["model", "size", "step", "task", "metric", "loss_source"]].equals(
+            theirs[["model", "size", "step", "task", "metric", "loss_source"]])
+        assert np.allclose(ours["value"], theirs["value"], atol=1e-5, equal_nan=True)
+        assert np.allclose(ours["loss"], theirs["loss"], atol=1e-5)
 
 
 def _demo_settings() -> list[str]:
@@ -171,14 +219,15 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     settings = _demo_settings()
     assert cli.main(["demo", "--quick", "--out", str(out), *settings]) == 0
-    printed = capsys.readouterr().out
+    first = capsys.readouterr()
+    printed, first_err = first.out, first.err
     assert f"report: {out / 'report' / 'index.html'}" in printed and str(out / "report-docstrings" / "index.html") in printed
     assert "bigbench:two_digit_addition [exact_match]" in printed
 
     steps = checkpoint_steps(QUICK.steps, QUICK.checkpoints, QUICK.first_checkpoint)
     tables = {source: pd.read_csv(out / f"table-{source}.csv") for source in ("mixture", "docstrings")}
     for source, table in tables.items():
-        assert list(table.columns) == list(results_table(out / "sweep").columns), source
+        assert list(table.columns) == list(results_table(out / "evals").columns), source
         assert (table["loss_source"] == f"corpus:{source}").all(), source
     table = tables["mixture"]
     task = table[table["task"] == "bigbench:two_digit_addition"]
@@ -213,13 +262,20 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     losses = pd.read_csv(out / "losses.csv")
     assert list(losses.columns) == ["size", "step", "mixture_loss", "docstring_loss", "train_loss"]
     assert len(losses) == len(em) and losses.notna().all().all()
-    assert (out / "sweep.yaml").is_file() and (out / "sweep-docstrings.yaml").is_file()
+    # every size was evaluated by its EvalCallback at each save, and found done after training
+    log = [e for e in _callback_log(out) if e["event"] == "evaluated"]
+    for size in QUICK.sizes:
+        assert [e["step"] for e in log if e["name"] == f"tiny-neox-{size.name}"] == steps, size.name
+    assert len(log) == len(QUICK.sizes) * len(steps)
+    units = 2 * len(QUICK.sizes) * len(steps)  # the task and the mixture loss, each checkpoint
+    assert f"{len(QUICK.sizes) * len(steps)} checkpoints, 0 units run, {units} already done" in first_err
 
-    # a second run reuses the suite and every finished sweep unit, and can print the other summary
+    # a second run reuses the suite and every finished unit, and can print the other summary
     assert cli.main(["demo", "--quick", "--out", str(out), *settings, "--loss-source", "docstrings"]) == 0
-    for sweep in ("sweep", "sweep-docstrings"):
-        summary = json.loads((out / sweep / "logs" / "summary-all.json").read_text(encoding="utf-8"))
-        assert summary["units_done"] == 0 and summary["units_skipped"] == summary["units_owned"] > 0, sweep
     captured = capsys.readouterr()
     assert "reusing the trained suite" in captured.err
+    assert len(_callback_log(out)) == len(QUICK.sizes) * (len(steps) + 1)  # no training, no callback
+    for source in ("mixture", "docstrings"):
+        line = next(line for line in captured.err.splitlines() if line.startswith(f"evaluated every checkpoint ({source}"))
+        assert ", 0 units run," in line and "failed" not in line, line
     assert "docstrings held-out loss" in captured.out and f"report: {out / 'report-docstrings' / 'index.html'}" in captured.out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, eval_items
 from harness.runs.distributed import Ranks, gather_in_order, launched_ranks, my_indices
 
 DATA = FIXTURES / "data"
@@ -58,8 +58,7 @@ def _eval_args(model: Path, out: Path) -> list[str]:
 
 
 def _records(out: Path) -> list[dict]:
-    (path,) = out.rglob("items.jsonl")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return eval_items(out)
 
 
 _ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
@@ -124,3 +123,25 @@ def test_accelerate_launch_two_cpu_processes_gives_the_single_process_items(kind
             assert two["tasks"][task]["metrics"][metric]["value"] == pytest.approx(m["value"], abs=1e-6)
     # counters are summed over the processes
     assert two["stats"]["mmlu:abstract_algebra"]["tokens_naive"] == one["stats"]["mmlu:abstract_algebra"]["tokens_naive"]
+
+
+def test_a_sweep_under_accelerate_launch_equals_the_single_process_eval(tiny_model_dir, single_process, tmp_path):
+    """The one runner splits a sweep's items over processes as it does an eval's, chunk by chunk (a
+    chunk of 3 items: the processes gather after each, and only the main process writes)."""
+    out = tmp_path / "sweep"
+    args = ["sweep", "--checkpoints", str(tiny_model_dir), *_eval_args(tiny_model_dir, out)[3:], "--save-every", "3"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", *_launcher("multi_gpu", tmp_path), "-m", "harness", *args]
+    parallel = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=300)
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    summary = json.loads((out / "logs" / "summary-all.json").read_text(encoding="utf-8"))
+    assert summary["units_done"] == 3 and summary["items_scored"] == 10 and summary["units_failed"] == 0
+    swept = {(r["task"], r["doc_id"]): r for r in eval_items(out)}
+    single = {(r["task"], r["doc_id"]): r for r in _records(single_process)}
+    assert swept.keys() == single.keys() and len(single) == 10
+    for key, record in single.items():
+        if "choice_logprobs" in record:
+            assert swept[key]["choice_logprobs"] == pytest.approx(record["choice_logprobs"], abs=1e-6)
+        else:
+            assert swept[key]["generation"] == record["generation"]
+    (view,) = out.rglob("results.json")
+    assert json.loads(view.read_text(encoding="utf-8"))["processes"] == 2

@@ -110,7 +110,7 @@ def test_loglikelihood_matches_plain_forward(model_and_tokenizer):
 def test_trailing_space_is_scored_with_the_continuation(model_and_tokenizer):
     _, tokenizer = model_and_tokenizer
     engine = make_engine(model_and_tokenizer, batch_size=1)
-    context_ids, continuation_ids = engine._encode_pair("The answer is ", "42.")
+    context_ids, continuation_ids = engine.encoder.encode_pair("The answer is ", "42.")
     assert tokenizer.decode(context_ids) == "The answer is"
     assert tokenizer.decode(continuation_ids) == " 42."
     [moved, plain] = engine.loglikelihood(
@@ -123,7 +123,7 @@ def test_trailing_space_is_scored_with_the_continuation(model_and_tokenizer):
 def test_empty_context_scores_against_bos(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     engine = make_engine(model_and_tokenizer, batch_size=1)
-    assert engine._encode_pair("", " fox") == ([tokenizer.bos_token_id], tokenizer.encode(" fox"))
+    assert engine.encoder.encode_pair("", " fox") == ([tokenizer.bos_token_id], tokenizer.encode(" fox"))
     [result] = engine.loglikelihood([LoglikelihoodRequest("", " fox")])
     logprob, _ = reference_loglikelihood(model, [tokenizer.bos_token_id], tokenizer.encode(" fox"))
     assert result.logprob == pytest.approx(logprob, abs=1e-4)
@@ -346,7 +346,7 @@ OOM_ERRORS = [
 def fail_above(engine: Engine, limit: int, make_error) -> list[int]:
     """Make the engine's forward raise ``make_error()`` for batches larger than ``limit``."""
     attempts: list[int] = []
-    real_forward = engine._forward
+    real_forward = engine.forward.run
 
     def forward(input_ids, attention_mask, **kwargs):
         attempts.append(input_ids.shape[0])
@@ -354,7 +354,7 @@ def fail_above(engine: Engine, limit: int, make_error) -> list[int]:
             raise make_error()
         return real_forward(input_ids, attention_mask, **kwargs)
 
-    engine._forward = forward
+    engine.forward.run = forward
     return attempts
 
 
@@ -405,13 +405,13 @@ def test_auto_batch_size_follows_the_memory_estimate(model_and_tokenizer, monkey
     engine = make_engine(model_and_tokenizer, batch_size="auto")
     for free, expected in [(1, 1), (20 * per_sequence, 8), (200 * per_sequence, 64), (10**12, 64)]:
         monkeypatch.setattr("harness.engine.batching.free_memory_bytes", lambda device, free=free: free)
-        assert engine._auto_batch_size(100, 2, False) == expected
+        assert engine.batching.auto_size(100, 2, False) == expected
     monkeypatch.setattr("harness.engine.batching.free_memory_bytes", lambda device: 2 * 9 * per_generated)
-    assert engine._auto_batch_size(100, 1, True) == 8  # 9 fit in half of it: the power of two below
+    assert engine.batching.auto_size(100, 1, True) == 8  # 9 fit in half of it: the power of two below
     monkeypatch.setattr("harness.engine.batching.free_memory_bytes", lambda device: 2 * 9 * per_generated - 1)
-    assert engine._auto_batch_size(100, 1, True) == 8
+    assert engine.batching.auto_size(100, 1, True) == 8
     monkeypatch.setattr("harness.engine.batching.free_memory_bytes", lambda device: 2 * 8 * per_generated - 1)
-    assert engine._auto_batch_size(100, 1, True) == 4
+    assert engine.batching.auto_size(100, 1, True) == 4
 
 
 # ---------------------------------------------------------------------- special tokens and window

@@ -14,12 +14,8 @@ import pytest
 from conftest import FIXTURES
 
 from harness.errors import UserError
-from harness.interop.import_lm_eval import (
-    import_lm_eval,
-    our_metric_name,
-    parse_model_args,
-    read_results_file,
-)
+from harness.interop.import_lm_eval import import_lm_eval
+from harness.interop.lm_eval_results import our_metric_name, parse_model_args, read_results_file
 from harness.analysis.table import results_table
 
 V03 = FIXTURES / "lm_eval_results" / "v0.3"
@@ -323,7 +319,7 @@ def test_command_line(tmp_path):
 
 
 def test_mmlu_parent_row_aggregates_the_subjects_like_our_own_runs(v03_out):
-    from harness.interop.import_lm_eval import MMLU_TEST_SIZES
+    from harness.interop.lm_eval_results import MMLU_TEST_SIZES
 
     assert len(MMLU_TEST_SIZES) == 57 and sum(MMLU_TEST_SIZES.values()) == 14042  # MMLU's test split
     tasks = _load(v03_out / "EleutherAI__pythia-160m@step143000" / "results.json")["tasks"]

@@ -123,10 +123,65 @@ def test_batch_size_does_not_change_the_result(tiny, tmp_path):
     model, tokenizer = tiny
     corpus = _write_jsonl(tmp_path / "heldout.jsonl", DOCS * 6)
     one = pretraining_loss(model, tokenizer, corpus, window=48, batch_size=1, progress=False)
-    eight = pretraining_loss(model, tokenizer, corpus, window=48, batch_size=8, progress=False)
-    assert (one.tokens, one.bytes, one.windows) == (eight.tokens, eight.bytes, eight.windows)
-    assert one.loss == pytest.approx(eight.loss, abs=1e-5)
-    assert one.bits_per_byte == pytest.approx(eight.bits_per_byte, abs=1e-5)
+    for batch_size in (4, 8, "auto"):
+        other = pretraining_loss(model, tokenizer, corpus, window=48, batch_size=batch_size, progress=False)
+        assert (one.tokens, one.bytes, one.windows) == (other.tokens, other.bytes, other.windows)
+        assert one.loss == pytest.approx(other.loss, abs=1e-6)
+        assert one.bits_per_byte == pytest.approx(other.bits_per_byte, abs=1e-6)
+    # the default is "auto"
+    assert pretraining_loss(model, tokenizer, corpus, window=48, progress=False).loss == pytest.approx(one.loss, abs=1e-6)
+    with pytest.raises(UserError, match="batch size must be a positive integer or 'auto'"):
+        pretraining_loss(model, tokenizer, corpus, window=48, batch_size=0, progress=False)
+
+
+def test_forwarded_tokens_are_the_scored_ones_once(tiny, tmp_path):
+    model, tokenizer = tiny
+    corpus = _write_jsonl(tmp_path / "heldout.jsonl", DOCS)
+    result = pretraining_loss(model, tokenizer, corpus, window=32, progress=False)
+    # each window's input is all its tokens but the last: as many positions as it scores
+    assert result.tokens_forwarded == result.tokens
+    # a corpus repeating itself window for window forwards each distinct window once
+    stream = corpus_token_stream(DOCS[:1], tokenizer)[:16]
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(json.dumps({"text": tokenizer.decode(stream * 4)}) + "\n", encoding="utf-8")
+    repeated = pretraining_loss(model, tokenizer, twice, window=16, progress=False)
+    assert corpus_token_stream(read_corpus(twice), tokenizer) == stream * 4  # re-encodes to the same tokens
+    assert (repeated.windows, repeated.tokens, repeated.tokens_forwarded) == (4, 60, 15)
+
+
+@pytest.mark.parametrize("batch_size", [8, "auto"])
+def test_out_of_memory_halves_the_batch(tiny, tmp_path, monkeypatch, batch_size):
+    from harness.engine.forward import ModelForward
+
+    model, tokenizer = tiny
+    corpus = _write_jsonl(tmp_path / "heldout.jsonl", DOCS * 6)
+    expected = pretraining_loss(model, tokenizer, corpus, window=32, batch_size=1, progress=False)
+    attempts: list[int] = []
+    real_run = ModelForward.run
+
+    def run(self, input_ids, attention_mask, **kwargs):
+        attempts.append(input_ids.shape[0])
+        if input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(self, input_ids, attention_mask, **kwargs)
+
+    monkeypatch.setattr(ModelForward, "run", run)
+    result = pretraining_loss(model, tokenizer, corpus, window=32, batch_size=batch_size, progress=False)
+    assert max(attempts) > 2 and 2 in attempts  # the error happened and a smaller batch ran
+    assert result.loss == pytest.approx(expected.loss, abs=1e-6) and result.tokens == expected.tokens
+
+
+def test_non_finite_loss_raises(tiny, tmp_path, tiny_model_dir):
+    from harness.errors import NonFiniteOutput
+
+    model, tokenizer, _ = load_model(str(tiny_model_dir), device="cpu")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if ".mlp." in name:
+                parameter.fill_(float("nan"))
+    corpus = _write_jsonl(tmp_path / "heldout.jsonl", DOCS)
+    with pytest.raises(NonFiniteOutput, match="non-finite pre-training loss"):
+        pretraining_loss(model, tokenizer, corpus, window=32, progress=False)
 
 
 def test_stream_joins_documents_with_eos_and_no_special_tokens(tiny_model_dir):

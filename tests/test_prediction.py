@@ -168,7 +168,8 @@ def test_exact_match_metric_choice():
 
 
 def write_item_sweep(root: Path, items: pd.DataFrame, task: str = "toy") -> Path:
-    """``harness eval``-style folders (results.json + items.jsonl) holding ``items``, one per checkpoint."""
+    """Checkpoint folders as the runner writes them (one finished task unit and its item log each)
+    holding ``items``, one per checkpoint, and a loss unit."""
     for step, (checkpoint, rows) in enumerate(items.groupby("checkpoint", sort=False)):
         loss = float(rows["loss"].iloc[0])
         exact = rows["exact"].to_numpy()
@@ -177,16 +178,21 @@ def write_item_sweep(root: Path, items: pd.DataFrame, task: str = "toy") -> Path
                                            "random_baseline": None, "higher_is_better": higher}
         model, params = str(rows["series"].iloc[0]), int(rows["params"].iloc[0])
         folder = root / store.checkpoint_dirname(model, f"step{step}")
-        store.write_json_atomic(folder / store.RESULTS_NAME, {
-            "schema": 1, "model": {"model": model, "revision": f"step{step}", "params_non_embedding": params},
-            "step": step, "loss": {"loss": loss, "source": "corpus"},
+        common = {"status": "done", "finished": f"2026-01-01T00:00:0{step % 10}", "name": model, "step": step,
+                  "model": {"model": model, "revision": f"step{step}", "params_non_embedding": params}}
+        key = f"task{step:020d}"
+        store.write_json_atomic(store.unit_path(folder, key), {
+            **common, "kind": "task", "key": key, "task": task, "items": f"{key}.items.jsonl", "stats": {},
             "tasks": {task: {"parent": None, "primary_metric": "exact_match", "metrics": {
                 "exact_match": entry(exact.mean()), "target_logprob": entry(logprob.mean()),
                 "target_logprob_per_token": entry((logprob / rows["target_num_tokens"]).mean()),
                 "token_edit_distance": entry(3 * (1 - exact.mean()), higher=False),
             }}},
         })
-        store.write_jsonl_atomic(folder / store.ITEMS_NAME, [
+        store.write_json_atomic(store.unit_path(folder, f"loss{step:020d}"), {
+            **common, "kind": "loss", "key": f"loss{step:020d}", "task": "loss", "loss": {"loss": loss, "source": "corpus"},
+        })
+        store.write_jsonl_atomic(store.unit_items_path(folder, key), [
             {"task": task, "doc_id": int(r.doc_id), "metrics": {"exact_match": r.exact, "target_logprob": r.target_logprob},
              "target_logprobs": [r.target_logprob, r.target_logprob - 5.0], "target_num_tokens": [int(r.target_num_tokens), 9]}
             for r in rows.itertuples()

@@ -144,7 +144,7 @@ def engines(model_and_tokenizer, batch_size, **kwargs) -> tuple[Engine, Engine]:
     model, tokenizer = model_and_tokenizer
     plain = Engine(model, tokenizer, batch_size=batch_size, prefix_cache=False, progress=False, **kwargs)
     shared = Engine(model, tokenizer, batch_size=batch_size, prefix_cache=True, progress=False, **kwargs)
-    assert shared._shares_prefixes and not plain._shares_prefixes
+    assert shared.shares_prefixes and not plain.shares_prefixes
     return plain, shared
 
 
@@ -268,7 +268,7 @@ def test_models_with_sliding_window_caches_take_the_plain_path(model_and_tokeniz
     model = MistralForCausalLM(config).eval()
     assert not supports_prefix_cache(model)
     engine = Engine(model, tokenizer, batch_size=4, progress=False)
-    assert not engine._shares_prefixes
+    assert not engine.shares_prefixes
     config.sliding_window = None
     assert supports_prefix_cache(MistralForCausalLM(config).eval())
     requests = [LoglikelihoodRequest(HEADER + q, " first") for q in QUESTIONS[:2]]

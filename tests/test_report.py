@@ -14,6 +14,7 @@ from matplotlib import image
 from scipy import stats
 
 from harness.analysis import figures, report
+from harness.analysis.points import POOLED, series_of
 from harness import store
 from harness.errors import UserError
 from harness.analysis.table import results_table
@@ -123,7 +124,7 @@ def test_report_writes_pages_tables_and_figures(sweep_report, capsys):
 
 def test_report_thresholds_match_the_synthetic_truth(sweep_report):
     table = pd.read_csv(sweep_report / "thresholds.csv")
-    pooled = table[table["scope"] == report.POOLED].set_index("task")
+    pooled = table[table["scope"] == POOLED].set_index("task")
     mmlu = pooled.loc["mmlu"]
     # 4-choice accuracy: the reference is the larger of chance and the measured plateau (~0.25 here)
     assert abs(mmlu["reference"] - 0.25) < 0.03
@@ -135,7 +136,7 @@ def test_report_thresholds_match_the_synthetic_truth(sweep_report):
     coin = pooled.loc["coin_flip"]
     assert coin["status"] in ("no emergence", "above reference from the start") and np.isnan(coin["eta"])
     # per model: the 70m model never gets below η = 2.6 (its final loss is ~2.77), the others do
-    models = table[(table["task"] == "mmlu") & (table["scope"] != report.POOLED)].set_index("scope")
+    models = table[(table["task"] == "mmlu") & (table["scope"] != POOLED)].set_index("scope")
     assert list(models.index) == ["toy-70m (19M)", "toy-410m (300M)", "toy-1b (800M)"]
     assert models.loc["toy-70m (19M)", "status"] != "emerged" and np.isnan(models.loc["toy-70m (19M)", "eta"])
     assert models.loc["toy-1b (800M)", "status"] == "emerged"
@@ -150,10 +151,10 @@ def test_report_thresholds_match_the_synthetic_truth(sweep_report):
 def test_report_correlations_equal_scipy_on_the_same_points(sweep_report):
     points = pd.read_csv(sweep_report / "points.csv")
     correlations = pd.read_csv(sweep_report / "correlations.csv")
-    assert set(correlations["scope"]) == {report.POOLED, "toy-70m (19M)", "toy-410m (300M)", "toy-1b (800M)"}
+    assert set(correlations["scope"]) == {POOLED, "toy-70m (19M)", "toy-410m (300M)", "toy-1b (800M)"}
     for row in correlations.itertuples():
         sel = points[(points["task"] == row.task) & (points["metric"] == row.metric)]
-        if row.scope != report.POOLED:
+        if row.scope != POOLED:
             sel = sel[sel["series_label"] == row.scope]
         assert row.n == len(sel) and row.left_out == 0
         if sel["value"].nunique() == 1:  # gsm8k at 0 for the small model: undefined, as scipy says
@@ -161,7 +162,7 @@ def test_report_correlations_equal_scipy_on_the_same_points(sweep_report):
             continue
         assert row.spearman == pytest.approx(stats.spearmanr(sel["loss"], sel["value"]).statistic, abs=1e-12)
         assert row.pearson == pytest.approx(stats.pearsonr(sel["loss"], sel["value"]).statistic, abs=1e-12)
-    pooled = correlations[correlations["scope"] == report.POOLED].set_index(["task", "metric"])
+    pooled = correlations[correlations["scope"] == POOLED].set_index(["task", "metric"])
     assert (pooled["n"] == len(SIZES) * len(STEPS)).all()
     # brier_score falls with the loss (lower is better), accuracy rises: opposite signs
     assert pooled.loc[("mmlu", "brier_score"), "spearman"] > 0 > pooled.loc[("mmlu", "acc"), "spearman"]
@@ -174,7 +175,7 @@ def test_max_loss_leaves_high_loss_checkpoints_out_of_the_correlations(tmp_path)
     points = pd.read_csv(out / "points.csv")
     correlations = pd.read_csv(out / "correlations.csv")
     row = correlations[(correlations["task"] == "mmlu") & (correlations["metric"] == "acc")
-                       & (correlations["scope"] == report.POOLED)].iloc[0]
+                       & (correlations["scope"] == POOLED)].iloc[0]
     sel = points[(points["task"] == "mmlu") & (points["metric"] == "acc")]
     kept = sel[sel["loss"] <= 3.0]
     assert 0 < len(kept) < len(sel) and row.n == len(kept) and row.left_out == len(sel) - len(kept)
@@ -221,12 +222,12 @@ def test_results_without_loss_are_drawn_against_step_and_compute(tmp_path, monke
 
 
 def test_series_of_groups_a_run_s_checkpoint_folders():
-    assert report.series_of("/runs/tiny/checkpoint-500", None) == "/runs/tiny"
-    assert report.series_of("runs/tiny/step3000/", None) == "runs/tiny"
+    assert series_of("/runs/tiny/checkpoint-500", None) == "/runs/tiny"
+    assert series_of("runs/tiny/step3000/", None) == "runs/tiny"
     # a hub id at a revision, or a folder whose name is more than a checkpoint name, is its own model
-    assert report.series_of("EleutherAI/pythia-410m", "step3000") == "EleutherAI/pythia-410m"
-    assert report.series_of("org/model-step1000", None) == "org/model-step1000"
-    assert report.series_of("checkpoint-500", None) == "checkpoint-500"
+    assert series_of("EleutherAI/pythia-410m", "step3000") == "EleutherAI/pythia-410m"
+    assert series_of("org/model-step1000", None) == "org/model-step1000"
+    assert series_of("checkpoint-500", None) == "checkpoint-500"
 
 
 def test_report_user_errors(tmp_path):
@@ -360,7 +361,7 @@ def test_standard_and_deduplicated_models_are_separate_curves(tmp_path):
     assert set(points["size_group"]) == {"160m"}
     thresholds = pd.read_csv(out / "thresholds.csv")
     mmlu = thresholds[thresholds["task"] == "mmlu"]
-    assert list(mmlu["scope"]) == [report.POOLED, "pythia-160m (85M)", "pythia-160m-deduped (85M)"]
+    assert list(mmlu["scope"]) == [POOLED, "pythia-160m (85M)", "pythia-160m-deduped (85M)"]
     styles = figures.series_styles(points, ("org/pythia-160m", "org/pythia-160m-deduped"))
     assert styles["org/pythia-160m"]["color"] == styles["org/pythia-160m-deduped"]["color"]
     assert [styles[s]["linestyle"] for s in ("org/pythia-160m", "org/pythia-160m-deduped")] == ["-", "--"]
@@ -391,7 +392,7 @@ def test_published_results_get_a_loss_axis_from_lambada_perplexity(tmp_path, cap
     assert verdicts["status"].isin(["emerged", "no emergence", "above reference from the start", "insufficient data"]).all()
     models = set(points["series_label"])
     for task in ("sciq_pythia_v0", "piqa", "lambada_openai"):
-        assert set(verdicts.loc[(verdicts["task"] == task) & (verdicts["scope"] != report.POOLED), "scope"]) == models
+        assert set(verdicts.loc[(verdicts["task"] == task) & (verdicts["scope"] != POOLED), "scope"]) == models
     # the same column through `harness table`, and a name the results do not hold is one line
     assert cli.main(["table", str(imported), "--loss-from-task", "lambada_openai:perplexity", "--output",
                      str(tmp_path / "t.csv")]) == 0

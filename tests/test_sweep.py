@@ -196,12 +196,13 @@ def test_sweep_log_reports_load_and_eval_time_per_checkpoint(reference):
 
 
 def test_chunked_sweep_items_equal_a_whole_harness_eval(reference, runs, tmp_path):
-    from harness.runs.evaluate import EvalConfig, evaluate
+    from harness.runs.evaluate import eval_spec, evaluate
 
     checkpoint = runs["big"] / "checkpoint-160"
-    path = evaluate(EvalConfig(model=str(checkpoint), tasks=(TASK,), data_dir=DATA, limit=LIMIT, batch_size=8,
-                               out=tmp_path, progress=False), log=lambda m: None)
-    whole = {r["doc_id"]: r for r in store.read_jsonl(path.with_name(store.ITEMS_NAME))}
+    spec = eval_spec(str(checkpoint), (TASK,), data_dir=DATA, limit=LIMIT, batch_size=8, out=tmp_path, progress=False,
+                     save_every=10_000)
+    path = evaluate(spec, log=lambda m: None).results
+    whole = {r["doc_id"]: r for r in store.checkpoint_items(path.parent)}
     view = json.loads((reference / "tiny-big" / "checkpoint-160" / store.RESULTS_NAME).read_text())
     swept = store.read_jsonl(reference / "tiny-big" / "checkpoint-160" / view["units"][TASK]["items"])
     assert sorted(r["doc_id"] for r in swept) == sorted(whole) == list(range(LIMIT))

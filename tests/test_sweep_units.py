@@ -54,7 +54,8 @@ def test_key_is_stable_across_processes_and_versions():
     record = record_json(_task_record())
     assert record["scoring_version"] == SCORING_VERSION == 4
     assert record["spec"]["num_fewshot"] == 5 and record["spec"]["prompt_type"] == "fewshot"
-    assert unit_key(_task_record()) == "1b4b949b3431eab0e1f5e5f0"
+    # changed on purpose when TaskSpec gained its scoring names (extractor, scorer, gold_continuation)
+    assert unit_key(_task_record()) == "574d2952dbf49b07bb840e67"
 
 
 def test_rewording_a_task_description_keeps_the_key():
@@ -141,9 +142,13 @@ class _UnreadableMeta(dict):
     __getitem__ = get = __contains__ = keys = items = values = __iter__ = _refuse
 
 
-@pytest.mark.parametrize("family", sorted(scoring.GENERATION_SCORERS))
-def test_scoring_reads_nothing_from_meta(family):
-    spec = next(s for s in registry.all_specs().values() if s.family == family)
+# one task per scorer named in tasks/*.yaml
+GENERATIVE_SPECS = {s.scorer: s for s in reversed(list(registry.all_specs().values())) if s.scorer}
+
+
+@pytest.mark.parametrize("scorer", sorted(GENERATIVE_SPECS))
+def test_scoring_reads_nothing_from_meta(scorer):
+    spec = GENERATIVE_SPECS[scorer]
     item = dataclasses.replace(GENERATIVE_ITEM, targets=("2",), solution="1 + 1 = 2\n#### 2", meta=_UnreadableMeta())
     row = scoring.row_metrics(spec, [item])[0]
     gold = companions.gold_continuation(spec, item)
@@ -164,7 +169,37 @@ def test_shots_prompt_type_and_max_tokens_are_in_the_key():
     assert three.num_fewshot == 3 and three.prompt_type == "fewshot"
     assert unit_key(_task_record(spec=zero)) != unit_key(_task_record())
     assert unit_key(_task_record(spec=dataclasses.replace(SPEC, max_new_tokens=64))) != unit_key(_task_record())
-    assert unit_key(_task_record(spec=dataclasses.replace(SPEC, options={"extract": "hash"}))) != unit_key(_task_record())
+    assert unit_key(_task_record(spec=dataclasses.replace(SPEC, options={"sampler": "random"}))) != unit_key(_task_record())
+
+
+# The scoring names of a generative task, each changed alone: how its answer is read, scored and
+# what its companions score as gold.  A spec field that scoring reads must be hashed into the key.
+GENERATIVE_SPEC = dataclasses.replace(
+    SPEC, name="gsm8k", family="gsm8k", output_type="generate", metrics=("exact_match_strict",),
+    primary_metric="exact_match_strict", extractor="gsm8k_cot_strict", scorer="gsm8k_exact_match",
+    gold_continuation="gsm8k_cot_solution",
+)
+SCORING_NAME_CHANGES = [
+    ("extractor", "gsm8k_hash_strict"),
+    ("scorer", "nlpcc_kbqa_exact_match"),
+    ("gold_continuation", "gsm8k_worked_solution"),
+]
+
+
+@pytest.mark.parametrize("change", SCORING_NAME_CHANGES, ids=[c[0] for c in SCORING_NAME_CHANGES])
+def test_every_scoring_name_of_the_spec_changes_the_key(change):
+    name, value = change
+    base = _task_record(spec=scoring_spec(GENERATIVE_SPEC))
+    changed = _task_record(spec=scoring_spec(dataclasses.replace(GENERATIVE_SPEC, **{name: value})))
+    assert record_json(changed)["spec"][name] == value
+    assert unit_key(changed) != unit_key(base)
+
+
+def test_every_scoring_name_of_the_spec_is_covered_by_a_key_test():
+    # a scoring name added to TaskSpec must join SCORING_NAME_CHANGES
+    names = {"extractor", "scorer", "gold_continuation"}
+    assert names <= {f.name for f in dataclasses.fields(TaskSpec)}
+    assert names == {change[0] for change in SCORING_NAME_CHANGES}
 
 
 def test_loss_keys_follow_their_settings():

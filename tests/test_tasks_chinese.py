@@ -14,7 +14,7 @@ import pytest
 from conftest import evaluate_tiny
 from harness import cli
 from harness.items import registry, sources
-from harness.scoring import records as scoring
+from harness.scoring import companions, records as scoring
 from harness.errors import UserError
 from harness.items.families import nlpcc_kbqa
 from harness.items.registry import BuildOptions
@@ -148,7 +148,7 @@ def test_nlpcc_exact_match_scorer():
     assert scoring.score_generation(spec, item, " 曹雪芹 ", row)["metrics"]["exact_match"] == 1.0
     assert scoring.score_generation(spec, item, "曹雪", row)["metrics"]["exact_match"] == 0.0
     assert scoring.score_generation(spec, item, "曹雪芹。", row)["metrics"]["exact_match"] == 0.0
-    assert nlpcc_kbqa.gold_continuation(spec, item).texts == ("曹雪芹",)  # no space after "答案："
+    assert companions.gold_continuation(spec, item).texts == ("曹雪芹",)  # no space after "答案："
 
 
 def test_nlpcc_malformed_file(tmp_path):

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.items import registry
+from harness.items import fewshot, registry
 from harness.errors import UserError
-from harness.items.families import choice_exam, gsm8k
+from harness.items.families import choice_exam
 from harness.items.registry import BuildOptions
 
 DATA = Path(__file__).parent / "fixtures" / "data"
@@ -305,10 +305,12 @@ def test_specs_match_the_lm_eval_task_lists():
     assert (ceval.split, ceval.fewshot_split, ceval.hub_path) == ("val", "dev", "ceval/ceval-exam")
     assert choice_exam.subtasks(ceval, LOCAL) == ["computer_network", "high_school_mathematics"]
     assert len(choice_exam.subtasks(ceval, BuildOptions())) == 52
-    expected = {"gsm8k": ("cot", 8, "cot"), "gsm8k:fewshot": ("hash", 5, "fewshot"), "gsm8k:zeroshot_cot": ("cot", 0, "cot")}
-    for name, (extract, shots, prompt_type) in expected.items():
+    expected = {"gsm8k": ("gsm8k_cot_strict", 8, "cot"), "gsm8k:fewshot": ("gsm8k_hash_strict", 5, "fewshot"),
+                "gsm8k:zeroshot_cot": ("gsm8k_cot_strict", 0, "cot")}
+    for name, (extractor, shots, prompt_type) in expected.items():
         spec = specs[name]
-        assert (spec.options["extract"], spec.num_fewshot, spec.prompt_type) == (extract, shots, prompt_type)
+        assert (spec.extractor, spec.num_fewshot, spec.prompt_type) == (extractor, shots, prompt_type)
+        assert spec.scorer == "gsm8k_exact_match"
         assert spec.metrics == ("exact_match_strict", "exact_match_flexible", "exact_match_numeric")
         assert (spec.primary_metric, spec.output_type, spec.max_new_tokens) == ("exact_match_strict", "generate", 256)
         assert (spec.hub_path, spec.hub_name, spec.split) == ("openai/gsm8k", "main", "test")
@@ -388,7 +390,7 @@ def test_random_draw_equals_lm_eval_sampler_when_the_item_is_in_the_pool():
     pool = [{"q": i % 7} for i in range(12)]  # duplicates: the item can be drawn twice
     ours, theirs = random.Random(1234), ContextSampler(list(pool), rnd=1234)
     for doc in pool:
-        picked = gsm8k.lm_eval_random_draw(ours, pool, 4, eval_doc=doc)
+        picked = fewshot.lm_eval_random_draw(ours, pool, 4, eval_doc=doc)
         assert [pool[i] for i in picked] == list(theirs.sample(4, eval_doc=doc))
         assert doc not in [pool[i] for i in picked]
-    assert [pool[i] for i in gsm8k.lm_eval_random_draw(ours, pool, 3)] == list(theirs.sample(3))
+    assert [pool[i] for i in fewshot.lm_eval_random_draw(ours, pool, 3)] == list(theirs.sample(3))

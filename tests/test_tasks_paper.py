@@ -283,7 +283,7 @@ def test_specs():
     trivia = specs["triviaqa"]
     assert (trivia.num_fewshot, trivia.fewshot_split, trivia.split, trivia.metrics) == (5, "train", "validation", ("exact_match",))
     assert (trivia.hub_path, trivia.hub_name, trivia.family) == ("mandarjoshi/trivia_qa", "rc.nocontext", "triviaqa")
-    assert "triviaqa" in scoring.GENERATION_SCORERS
+    assert (trivia.extractor, trivia.scorer, trivia.gold_continuation) == ("strip", "triviaqa_exact_match", "delimited_targets")
     assert race_family.subtasks(specs["race"], LOCAL) == ["high", "middle"]
     assert "race:<subtask>" in registry.known_task_names()
 
@@ -437,13 +437,11 @@ def test_race_from_the_hub_equals_the_files_per_article(cached_hub, tmp_path):
 
 
 def test_end_to_end_on_the_tiny_model(cached_hub, tiny_model_dir, one_torch_thread, tmp_path):
-    from harness.runs.evaluate import EvalConfig, evaluate
+    from harness.runs.evaluate import eval_spec, evaluate
 
     tasks = ("arc_easy", "arc_challenge", "hellaswag", "triviaqa", "race")
-    config = EvalConfig(
-        model=str(tiny_model_dir), tasks=tasks, data_dir=DATA, limit=3, batch_size=4, out=tmp_path / "out", progress=False
-    )
-    results_path = evaluate(config, log=lambda message: None)
+    spec = eval_spec(str(tiny_model_dir), tasks, data_dir=DATA, limit=3, batch_size=4, out=tmp_path / "out", progress=False)
+    results_path = evaluate(spec, log=lambda message: None).results
     results = json.loads(results_path.read_text(encoding="utf-8"))
     rows = results["tasks"]
     choice_metrics = {"acc", "acc_norm", "acc_bytes", "correct_choice_prob", "brier_score"}
@@ -459,7 +457,7 @@ def test_end_to_end_on_the_tiny_model(cached_hub, tiny_model_dir, one_torch_thre
     assert set(trivia["metrics"]) == {"exact_match", *companions.LOGPROB_METRICS, *companions.EDIT_DISTANCE_METRICS}
     assert trivia["n"] == 3 and trivia["num_fewshot"] == 5
     assert trivia["metrics"]["exact_match"]["random_baseline"] == 0.0
-    records = [r for r in store.read_jsonl(results_path.with_name(store.ITEMS_NAME)) if r["task"] == "triviaqa"]
+    records = [r for r in store.checkpoint_items(results_path.parent) if r["task"] == "triviaqa"]
     targets = [row["answer"]["aliases"] for row in hub_rows("mandarjoshi/trivia_qa/rc.nocontext/validation.jsonl")]
     for record, aliases in zip(records, targets):
         assert record["target"] == aliases and record["extracted"]["answer"] == record["generation"].strip()
@@ -468,12 +466,10 @@ def test_end_to_end_on_the_tiny_model(cached_hub, tiny_model_dir, one_torch_thre
 
 
 def test_race_fewshot_source_is_recorded_in_the_results(tiny_model_dir, one_torch_thread, tmp_path):
-    from harness.runs.evaluate import EvalConfig, evaluate
+    from harness.runs.evaluate import eval_spec, evaluate
 
-    config = EvalConfig(
-        model=str(tiny_model_dir), tasks=("race:middle",), data_dir=DATA, limit=2, num_fewshot=1,
-        batch_size=4, out=tmp_path / "out", progress=False,
-    )
-    entry = json.loads(evaluate(config, log=lambda message: None).read_text(encoding="utf-8"))["tasks"]["race:middle"]
+    spec = eval_spec(str(tiny_model_dir), ("race:middle",), data_dir=DATA, limit=2, num_fewshot=1, batch_size=4,
+                     out=tmp_path / "out", progress=False)
+    entry = json.loads(evaluate(spec, log=lambda message: None).results.read_text(encoding="utf-8"))["tasks"]["race:middle"]
     assert entry["fewshot_source"] == "other articles of middle test, random.Random(1234)"
     assert entry["num_fewshot"] == 1 and entry["n"] == 2

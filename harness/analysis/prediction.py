@@ -1,6 +1,6 @@
 """The prediction test: can a smooth surrogate, measured where exact match has not jumped, predict the jump?
 
-One generative task, many checkpoints, per-item records (``items.jsonl``: each item's exact match
+One generative task, many checkpoints, per-item records (each unit's item log: each item's exact match
 and ``target_logprob``, the log-probability of its gold continuation).  The test is outcome-blind:
 nothing measured at a held-out checkpoint enters the fit or the choice of the split.
 
@@ -99,13 +99,10 @@ def read_item_records(root: Path, tasks: set[str], metric: str) -> pd.DataFrame:
         name = results.get("name") or model.get("model") or (results.get("checkpoint") or {}).get("model")
         series = series_of(name, model.get("revision"))
         params = model.get("params_non_embedding")
-        # a sweep folder: only the item logs of the units its merged view keeps (a rerun with other
-        # settings supersedes older units, whose records must not mix in); an eval folder: items.jsonl
+        # only the item logs of the units the merged view keeps (a rerun with other settings
+        # supersedes older units, whose records must not mix in)
         units = results.get("units") or {}
-        paths = [folder / store.ITEMS_NAME] + [folder / unit["items"] for unit in units.values() if "items" in unit]
-        for path in paths:
-            if not path.exists():
-                continue
+        for path in [folder / unit["items"] for unit in units.values() if "items" in unit]:
             for record in store.read_partial_jsonl(path):
                 if record.get("task") not in tasks or "target_logprobs" not in record:
                     continue
@@ -117,7 +114,7 @@ def read_item_records(root: Path, tasks: set[str], metric: str) -> pd.DataFrame:
                     "target_num_tokens": record["target_num_tokens"][best],
                 })
     frame = pd.DataFrame(rows, columns=ITEM_COLUMNS)
-    # a checkpoint evaluated twice (a sweep unit and an eval file) keeps one record per item
+    # a task listed under two units (a group and one of its subtasks run apart) keeps one record per item
     return frame.dropna(subset=["exact"]).drop_duplicates(["checkpoint", "task", "doc_id"], keep="last")
 
 

@@ -23,10 +23,11 @@ from harness.analysis import prediction
 from harness.scoring.companions import COMPANION_METRICS
 from harness.analysis.correlations import Correlation, correlation_table, loss_correlation
 from harness.errors import UserError
-from harness.analysis.points import POOLED, prepare_points, read_results, series_of  # noqa: F401 - re-exported
+from harness.analysis.points import prepare_points, read_results
 from harness.analysis.report_pages import prediction_frame, summary_markdown, write_report
 from harness.analysis.table import markdown_table, with_task_loss
-from harness.analysis.thresholds import Agreement, Curve, Threshold, agreement, emergence_threshold
+from harness.analysis.agreement import Agreement, agreement
+from harness.analysis.thresholds import Curve, Threshold, emergence_threshold
 
 AXES = ("loss", "compute", "params", "step")
 PREDICTION_MODES = ("largest", "quantile")

@@ -126,8 +126,12 @@ def summary_markdown(results_path: Path) -> str:
     with open(results_path, encoding="utf-8") as handle:
         results = json.load(handle)
     loss = results.get("loss")
-    head = f"model {results['model']['model']}" + (f" @ {results['model']['revision']}" if results["model"].get("revision") else "")
-    head += f"  loss {loss['loss']:.4f} nats/token" if loss else "  loss: not computed (pass --loss-corpus)"
+    checkpoint = results.get("checkpoint") or results.get("model") or {}
+    head = f"model {checkpoint.get('model')}" + (f" @ {checkpoint['revision']}" if checkpoint.get("revision") else "")
+    if loss and loss.get("loss") is not None:
+        head += f"  loss {loss['loss']:.4f} nats/token ({loss.get('source')})"
+    else:
+        head += "  loss: not computed (pass --loss-corpus)" if not any(f["task"] == "loss" for f in results.get("failures", [])) else "  loss: failed"
     lines = [head, "", "| task | metric | value | stderr | n | random |", "|---|---|---|---|---|---|"]
     for task, entry in results["tasks"].items():
         m = entry["metrics"].get(entry["primary_metric"])
@@ -141,11 +145,17 @@ def summary_markdown(results_path: Path) -> str:
 def stats_markdown(results_path: Path) -> str:
     """``--stats``: per task, tokens the model forwarded against a naive per-request evaluation."""
     with open(results_path, encoding="utf-8") as handle:
-        stats = json.load(handle).get("stats", {})
+        results = json.load(handle)
     lines = ["| task | tokens forwarded | naive tokens | ratio | seconds |", "|---|---|---|---|---|"]
-    for task, s in stats.items():
+    for task, s in results.get("stats", {}).items():
         ratio = "" if s["forwarded_over_naive"] is None else f"{s['forwarded_over_naive']:.3f}"
         lines.append(f"| {task} | {s['tokens_forwarded']} | {s['tokens_naive']} | {ratio} | {s['seconds']:.1f} |")
+    loss = results.get("loss") or {}
+    if loss.get("tokens"):
+        # the loss scores each corpus token once; forwarded counts the context windows re-read
+        forwarded = loss.get("tokens_forwarded", loss["tokens"])
+        seconds = f"{loss['seconds']:.1f}" if loss.get("seconds") is not None else ""
+        lines.append(f"| loss ({loss.get('source')}) | {forwarded} | {loss['tokens']} | {forwarded / loss['tokens']:.3f} | {seconds} |")
     return "\n".join(lines)
 
 

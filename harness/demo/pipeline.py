@@ -1,9 +1,12 @@
 """``harness demo``: the loss threshold end to end, offline, on the CPU.
 
-    train the tiny suite (or reuse it) ─► sweep.yaml: tasks + the mixture's held-out loss, one model per size
-                                      ─► sweep-docstrings.yaml: the docstrings' held-out loss only
-    ─► ``harness sweep`` machinery (both resume) ─► table-mixture.csv, table-docstrings.csv
-    ─► ``harness report`` machinery, once per loss ─► report/, report-docstrings/ and a summary
+    train the tiny suite, each size with ``harness.EvalCallback``: at every checkpoint save the tasks
+        and the mixture's held-out loss ─► evals/ (one folder per checkpoint, as ``harness eval``)
+    ─► ``harness eval`` of every checkpoint (eval_spec/evaluate): into evals/, finding the callback's
+        units done (a suite trained by an earlier run gets them here); into evals-docstrings/, the
+        docstrings' held-out loss only
+    ─► table-mixture.csv, table-docstrings.csv ─► ``harness report`` machinery, once per loss
+    ─► report/, report-docstrings/ and a summary
 
 Two losses per checkpoint, because they answer different questions: the mixture's (held-out text
 drawn like the training text, 80% of it arithmetic) is the pre-training loss as a lab reports it,
@@ -11,9 +14,11 @@ and here it is mostly the task's own loss; the docstrings' (held-out natural lan
 is a general-text loss that does not contain the task, as Du et al.'s loss on an English corpus.
 
 Everything runs through the code users run on real checkpoints: the suite's arithmetic tasks are
-BIG-bench task.json files read by the ``bigbench:`` loader, the losses are the harness's own held-out
-loss (``--loss-corpus``), and the training loss from each checkpoint's trainer_state.json is kept
-beside them in ``losses.csv``.
+BIG-bench task.json files read by the ``bigbench:`` loader, the evaluation in training is the
+``EvalCallback`` a user adds to their own Trainer, the checkpoints are then evaluated as ``harness eval
+--model <run>/checkpoint-N`` evaluates them (same unit keys, same folders), the losses are the
+harness's own held-out loss (``--loss-corpus``), and the training loss from each checkpoint's
+trainer_state.json is kept beside them in ``losses.csv``.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from harness.errors import UserError
 from harness.analysis.report import Report, build_report, prediction_frame, write_report
 from harness.analysis.table import markdown_table
-from harness.demo.tiny_suite import ADDITION, LOSS_CORPORA, Log, ModelSize, SuiteConfig, train_suite
+from harness.demo.corpus import ADDITION, LOSS_CORPORA, ModelSize, SuiteConfig
+from harness.demo.tiny_suite import Log, progress_bars_off, train_suite
 
 DEFAULT_OUT = Path("results/demo")
 QUICK_OUT = Path("results/demo-quick")
@@ -72,8 +77,13 @@ QUICK = SuiteConfig(
 )
 BOOTSTRAP = 1000
 SEED = 0  # the report's bootstrap; the suite's seed is ``--seed``
-LOSS_SOURCES = tuple(LOSS_CORPORA)  # ("mixture", "docstrings"): the first is the sweep's own loss
+LOSS_SOURCES = tuple(LOSS_CORPORA)  # ("mixture", "docstrings"): the first is evaluated with the tasks
 REPORT_DIRS = {"mixture": "report", "docstrings": "report-docstrings"}
+# per loss source, the folder of its one-checkpoint results: the tasks and the mixture's loss (what the
+# callback writes during training), then the docstrings' loss alone
+EVAL_DIRS = {"mixture": "evals", "docstrings": "evals-docstrings"}
+LOSS_TOKENS = 10_000_000  # every token of the held-out corpora (at most a few hundred thousand)
+MODEL_PREFIX = "tiny-neox-"  # the table's model: tiny-neox-<size>
 
 
 def suite_config(*, quick: bool = False, seed: int = 0, threads: int | None = None) -> SuiteConfig:
@@ -101,11 +111,96 @@ class DemoResult:
     summaries: dict[str, tuple[str, ...]]  # loss source -> summary lines
     seconds: dict[str, float]
     predictions: dict[str, str]  # loss source -> the prediction test's table (markdown), "" when none
+    evaluated: dict[str, CheckpointEvals]  # loss source -> what the evaluation after training ran or found done
+
+
+def task_names(config: SuiteConfig) -> tuple[str, ...]:
+    return tuple(f"bigbench:{task.name}" for task in config.tasks)
+
+
+def eval_options(config: SuiteConfig, suite_dir: Path, loss_source: str = "mixture") -> dict:
+    """The settings every evaluation of one loss source shares, as keyword arguments that
+    ``harness.EvalCallback`` and ``harness.runs.evaluate.eval_spec`` both take under these names: the
+    callback's evaluation at a save and ``harness eval`` of that checkpoint then make the same unit keys."""
+    return {
+        "data_dir": suite_dir / "data",
+        # the same first N items at every checkpoint (with the tasks; a loss-only pass scores none)
+        "limit": config.eval_items if loss_source == LOSS_SOURCES[0] else None,
+        # windows as long as the training blocks; every token of the held-out corpus
+        "loss_corpus": suite_dir / LOSS_CORPORA[loss_source], "loss_window": config.seq_len, "loss_tokens": LOSS_TOKENS,
+        "tokens_per_step": config.batch_size * config.seq_len,
+        "batch_size": "auto",
+    }
+
+
+def eval_callbacks(config: SuiteConfig, suite_dir: Path, out: Path, made: list | None = None):
+    """``train_suite``'s ``callbacks``: each size's Trainer gets an ``EvalCallback`` that evaluates the
+    tasks and the mixture's held-out loss at every checkpoint save, into ``out/evals``, under the
+    model name ``tiny-neox-<size>``.  ``made`` collects the callbacks (their evaluation seconds)."""
+
+    def for_size(size: ModelSize) -> list:
+        from harness import EvalCallback
+
+        callback = EvalCallback(task_names(config), out / EVAL_DIRS[LOSS_SOURCES[0]], every="save",
+                                name=MODEL_PREFIX + size.name, size=size.name, **eval_options(config, suite_dir))
+        if made is not None:
+            made.append(callback)
+        return [callback]
+
+    return for_size
+
+
+@dataclass
+class CheckpointEvals:
+    """What the evaluation of every checkpoint after training did, per loss source."""
+
+    checkpoints: int = 0
+    units_run: int = 0
+    units_done_before: int = 0  # by the callback during training, or by an earlier demo run
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+    def describe(self) -> str:
+        return (f"{self.checkpoints} checkpoints, {self.units_run} units run, {self.units_done_before} already done"
+                + (f", {len(self.failures)} failed" if self.failures else ""))
+
+
+def evaluate_checkpoints(config: SuiteConfig, manifest: dict, suite_dir: Path, out: Path, log: Log) -> dict[str, CheckpointEvals]:
+    """``harness eval`` of every checkpoint of every size, once per loss source: with the tasks and
+    the mixture's loss into ``evals/`` (where the callback put them at each save: found done, no model
+    loaded), the docstrings' loss alone into ``evals-docstrings/``.  A checkpoint the callback never
+    saw (a suite trained by an earlier run) is evaluated here in full."""
+    from harness.runs.evaluate import eval_spec, evaluate
+
+    done: dict[str, CheckpointEvals] = {}
+    for source in LOSS_SOURCES:
+        counts = done[source] = CheckpointEvals()
+        tasks = task_names(config) if source == LOSS_SOURCES[0] else ()
+        for size in manifest["sizes"]:
+            for step in size["checkpoint_steps"]:
+                spec = eval_spec(
+                    str(suite_dir / "runs" / size["name"] / f"checkpoint-{step}"), tasks,
+                    name=MODEL_PREFIX + size["name"], size=size["name"], out=out / EVAL_DIRS[source],
+                    device="cpu", dtype="float32", progress=False, **eval_options(config, suite_dir, source),
+                )
+                # one line per source below, not the runner's lines per checkpoint; failures are kept
+                with progress_bars_off():  # a "Loading weights" bar per checkpoint otherwise
+                    summary = evaluate(spec, log=lambda message: log(message) if message.startswith("FAILED") else None).summary
+                counts.checkpoints += 1
+                counts.units_run += summary.units_done
+                counts.units_done_before += summary.units_skipped
+                counts.failures += [f"{f['checkpoint']} {f.get('task') or 'loss'}: {f['error']}" for f in summary.failures]
+        log(f"evaluated every checkpoint ({source} loss{' and the tasks' if tasks else ''}, {out / EVAL_DIRS[source]}): "
+            f"{counts.describe()}")
+        if counts.failures:
+            log(f"demo: {len(counts.failures)} {source} units failed ({'; '.join(counts.failures)}); the report leaves them out")
+    return done
 
 
 def sweep_yaml(manifest: dict, suite_dir: Path, out: Path, loss_source: str = "mixture") -> dict:
-    """A sweep config, one model per size: for the mixture the tasks and the mixture's held-out loss
-    (``sweep/``), for another loss source its held-out loss alone (``sweep-<source>/``)."""
+    """The demo's evaluation of one loss source as a ``harness sweep`` config, one model per size
+    (``scripts/quick_margins.py`` runs it on chosen checkpoints): the same settings as
+    ``eval_options``, in the sweep's layout (``<out>/sweep[-<source>]/<model>/checkpoint-N``).  The demo
+    itself evaluates through ``EvalCallback`` and ``harness eval`` into ``evals/``."""
     config = manifest["config"]
 
     def rel(path: Path) -> str:  # paths in sweep.yaml are relative to the file, so the folder can move
@@ -120,18 +215,17 @@ def sweep_yaml(manifest: dict, suite_dir: Path, out: Path, loss_source: str = "m
         "dtype": "float32",
         "batch_size": "auto",
         "tokens_per_step": config["batch_size"] * config["seq_len"],
-        # windows as long as the training blocks; every token of the held-out corpus
-        "loss": {"corpus": rel(suite_dir / LOSS_CORPORA[loss_source]), "window": config["seq_len"], "tokens": 10_000_000},
+        "loss": {"corpus": rel(suite_dir / LOSS_CORPORA[loss_source]), "window": config["seq_len"], "tokens": LOSS_TOKENS},
         "models": [
-            {"checkpoints": rel(suite_dir / "runs" / size["name"]), "name": f"tiny-neox-{size['name']}", "size": size["name"]}
+            {"checkpoints": rel(suite_dir / "runs" / size["name"]), "name": MODEL_PREFIX + size["name"], "size": size["name"]}
             for size in manifest["sizes"]
         ],
     }
 
 
 def checkpoint_losses(root: Path) -> pd.DataFrame:
-    """model, step, loss, loss_bits_per_byte of every checkpoint of a sweep folder (a loss-only sweep
-    has no task rows in ``results_table``, so the losses are read from the store directly)."""
+    """model, step, loss, loss_bits_per_byte of every checkpoint folder under ``root`` (a loss-only
+    folder has no task rows in ``results_table``, so the losses are read from the store directly)."""
     from harness import store
 
     rows = []
@@ -179,7 +273,7 @@ def summary_lines(report: Report, loss_source: str = "mixture") -> list[str]:
     """Per task: each size's verdict on the held-out loss, then the pooled one and whether the sizes agree."""
     lines = []
     for analysis in report.analyses:
-        sizes = "; ".join(f"{model.removeprefix('tiny-neox-')}: {t.describe()}" for model, t in analysis.by_model.items())
+        sizes = "; ".join(f"{model.removeprefix(MODEL_PREFIX)}: {t.describe()}" for model, t in analysis.by_model.items())
         lines.append(f"{analysis.task} [{analysis.metric}] per size ({loss_source} held-out loss, nats/token): {sizes}")
         if analysis.pooled is not None:
             lines.append(f"  pooled: {analysis.pooled.describe()}")
@@ -193,8 +287,6 @@ def summary_lines(report: Report, loss_source: str = "mixture") -> list[str]:
 
 
 def run_demo(out: Path, *, quick: bool = False, seed: int = 0, threads: int | None = None, log: Log = print) -> DemoResult:
-    from harness.runs.sweep import run_sweep
-    from harness.runs.sweep_config import load_sweep_config
     from harness.analysis.table import results_table
 
     out = Path(out)
@@ -202,31 +294,26 @@ def run_demo(out: Path, *, quick: bool = False, seed: int = 0, threads: int | No
     seconds: dict[str, float] = {}
     started = time.monotonic()
     suite_dir = out / "suite"
-    manifest = train_suite(config, suite_dir, log)
-    seconds["train"] = time.monotonic() - started
+    callbacks: list = []  # the sizes trained now, each evaluated at its saves
+    manifest = train_suite(config, suite_dir, log, callbacks=eval_callbacks(config, suite_dir, out, callbacks))
+    in_training = sum(callback.eval_seconds for callback in callbacks)
+    seconds["train"] = time.monotonic() - started - in_training
+    if callbacks:
+        seconds["eval in training"] = in_training
+        saves = sum(len(callback.evaluated_steps) for callback in callbacks)
+        log(f"evaluated {saves} checkpoints as they were saved ({len(callbacks)} sizes, EvalCallback): {in_training:.0f}s; "
+            f"log: {out / EVAL_DIRS[LOSS_SOURCES[0]] / 'logs' / 'callback.jsonl'}")
 
     started = time.monotonic()
-    sweeps = {}
-    for source in LOSS_SOURCES:
-        config_path = out / ("sweep.yaml" if source == LOSS_SOURCES[0] else f"sweep-{source}.yaml")
-        config_path.write_text(
-            "# written by `harness demo`: rerun with `harness sweep --config " + config_path.as_posix() + "`\n"
-            + yaml.safe_dump(sweep_yaml(manifest, suite_dir, out, source), sort_keys=False),
-            encoding="utf-8",
-        )
-        sweeps[source] = load_sweep_config(config_path, progress=False)
-        summary = run_sweep(sweeps[source], log=log)
-        if summary.failures:
-            failed = "; ".join(f"{f['checkpoint']} {f.get('task') or 'loss'}: {f['error']}" for f in summary.failures)
-            log(f"demo: {len(summary.failures)} {source} sweep units failed ({failed}); the report leaves them out")
-    seconds["sweep"] = time.monotonic() - started
+    evaluated = evaluate_checkpoints(config, manifest, suite_dir, out, log)
+    seconds["eval after training"] = time.monotonic() - started
 
     started = time.monotonic()
-    items_root = sweeps[LOSS_SOURCES[0]].out  # the task results and per-item records (the prediction test's)
+    items_root = out / EVAL_DIRS[LOSS_SOURCES[0]]  # the task results and per-item records (the prediction test's)
     scored = results_table(items_root)
     tables, table_paths, reports, summaries, predictions = {}, {}, {}, {}, {}
     for source in LOSS_SOURCES:
-        tables[source] = table_with_loss(scored, checkpoint_losses(sweeps[source].out), source)
+        tables[source] = table_with_loss(scored, checkpoint_losses(out / EVAL_DIRS[source]), source)
         table_paths[source] = out / f"table-{source}.csv"
         tables[source].to_csv(table_paths[source], index=False)
         report = build_report(tables[source], source=str(table_paths[source]), resamples=BOOTSTRAP, seed=SEED,
@@ -238,4 +325,4 @@ def run_demo(out: Path, *, quick: bool = False, seed: int = 0, threads: int | No
     losses_path = out / "losses.csv"
     losses_frame(tables, manifest, suite_dir).to_csv(losses_path, index=False)
     seconds["report"] = time.monotonic() - started
-    return DemoResult(out, reports, table_paths, losses_path, summaries, seconds, predictions)
+    return DemoResult(out, reports, table_paths, losses_path, summaries, seconds, predictions, evaluated)

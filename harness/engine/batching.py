@@ -1,20 +1,98 @@
-"""Batch sizes: the "auto" memory estimate and recognising out-of-memory errors to back off from.
+"""Batches (lm-eval's ``Collator`` role): rows run through one loop, ``Batching.run``, in batches of a
+fixed size or of the "auto" memory estimate, halved on out-of-memory.
 
-The engine runs batches through one loop (``Engine._run_batches``) that halves the batch on
-out-of-memory; what it needs to know about memory and errors lives here.
+Every forward of the engine (log-likelihood windows, shared prefixes, greedy decoding, the
+pre-training loss) goes through that loop, so each backs off the same way.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
+
+from harness.errors import UserError
 
 AUTO_CAP = {"cpu": 64, "cuda": 256}  # largest batch "auto" tries, per device type
 MEMORY_FRACTION = 0.5  # of free memory that "auto" plans to fill: the estimate below is rough
 _OOM_MESSAGES = ("out of memory", "defaultcpuallocator", "can't allocate memory")
+
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+
+# (sequence length, positions needing logits, uses a KV cache) of a row: what "auto" sizes from
+Footprint = tuple[int, int, bool]
+
+
+def check_batch_size(batch_size: int | str) -> None:
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise UserError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
+
+
+class Batching:
+    """Runs rows in batches of ``size`` (an int, or "auto": estimated per batch from free memory).
+
+    ``logits_everywhere``: the model projects every position onto the vocabulary (no
+    ``logits_to_keep``), so "auto" counts logits at every position.  ``last_size`` is the size of
+    the last batch that ran (after any out-of-memory back-off).
+    """
+
+    def __init__(self, model: Any, device: torch.device, size: int | str, *, logits_everywhere: bool) -> None:
+        check_batch_size(size)
+        self.model = model
+        self.device = device
+        self.size = size
+        self.logits_everywhere = logits_everywhere
+        self.last_size: int | None = None
+
+    def auto_size(self, seq_len: int, logit_positions: int, with_kv_cache: bool) -> int:
+        if self.logits_everywhere:
+            logit_positions = seq_len
+        return auto_batch_size(self.model, self.device, seq_len, logit_positions, with_kv_cache)
+
+    def run(
+        self,
+        rows: Sequence[_R],
+        run: Callable[[Sequence[_R]], list[_T]],
+        *,
+        footprint: Callable[[_R], Footprint],
+        done: Callable[[Sequence[_R], list[_T]], None] | None = None,
+    ) -> list[_T]:
+        """``run`` over consecutive batches of ``rows`` (longest first), halving the size on out-of-memory.
+
+        ``footprint(row)`` sizes the "auto" batch that starts at ``row``.  ``done(batch, outputs)``
+        follows each batch that succeeded, outside the retry: what it runs (a shared prefix's
+        children) backs off on its own.
+        """
+        results: list[_T] = []
+        ceiling: int | None = None  # set by an out-of-memory error, for the rest of this call
+        while len(results) < len(rows):
+            start = len(results)
+            size = self.auto_size(*footprint(rows[start])) if self.size == "auto" else int(self.size)
+            size = min(size, ceiling or size, len(rows) - start)
+            try:
+                out: list[_T] | None = run(rows[start : start + size])
+            except Exception as error:  # noqa: BLE001 - anything but out-of-memory is re-raised
+                if not is_out_of_memory(error):
+                    raise
+                if size == 1:
+                    raise UserError(
+                        f"out of memory running one sequence of {footprint(rows[start])[0]} tokens on "
+                        f"{self.device}; lower the max length or use a device with more memory"
+                    ) from error
+                out = None
+            if out is None:  # freed outside the except block, which holds the failed batch's frames
+                ceiling = size // 2
+                release_memory(self.device.type)
+                continue
+            self.last_size = size
+            results.extend(out)
+            if done is not None:
+                done(rows[start : start + size], out)
+        return results
 
 
 def auto_batch_size(

@@ -13,6 +13,11 @@ How the numbers are made (so they can be recomputed by hand):
   token alone, decoding with special tokens skipped: the EOS separators are scored but add no bytes,
   and decoding whole spans keeps multi-byte characters split across tokens from counting as U+FFFD.
 - ``loss`` = total nats / tokens; ``bits_per_byte`` = total nats / ln 2 / bytes.
+
+The windows are scored by the engine (``Engine.loglikelihood_tokens``: each window's first token as
+context, the rest as continuation), with its batching, out-of-memory back-off and token counts.
+They are not lm-eval's rolling windows (``Engine.loglikelihood_rolling``), which score every token
+and condition each window's first one on the token before it.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.errors import UserError, require_finite
+from harness.engine.batching import check_batch_size
+from harness.engine.interface import Engine
+from harness.engine.loglikelihood import disjoint_windows
 from harness.engine.models import context_length, file_sha256
+from harness.errors import UserError, require_finite
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class LossResult:
     loss: float  # mean next-token cross-entropy, nats/token
     bits_per_byte: float  # total nats / ln 2 / UTF-8 bytes of the scored tokens' text
     tokens: int  # tokens scored
+    tokens_forwarded: int  # tokens the model's forward ran over (identical windows and shared prefixes once)
     bytes: int
     windows: int
     window: int  # window length used (after the cap by the model's context)
@@ -89,25 +95,12 @@ def corpus_token_stream(
     return stream
 
 
-def _windows(stream: list[int], window: int) -> list[list[int]]:
-    chunks = [stream[start : start + window] for start in range(0, len(stream), window)]
-    return [chunk for chunk in chunks if len(chunk) >= 2]
-
-
 def _scored_bytes(window_ids: list[int], tokenizer: PreTrainedTokenizerBase) -> int:
     def text_bytes(ids: list[int]) -> int:
         text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         return len(text.encode("utf-8"))
 
     return text_bytes(window_ids) - text_bytes(window_ids[:1])
-
-
-def _batches(windows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
-    """Equal-length windows together (all but the last are full), so no padding or mask is needed."""
-    by_length: dict[int, list[list[int]]] = {}
-    for ids in windows:
-        by_length.setdefault(len(ids), []).append(ids)
-    return [group[i : i + batch_size] for group in by_length.values() for i in range(0, len(group), batch_size)]
 
 
 def pretraining_loss(
@@ -117,48 +110,39 @@ def pretraining_loss(
     *,
     window: int = 2048,
     max_tokens: int = 1_000_000,
-    batch_size: int = 8,
+    batch_size: int | str = "auto",
     progress: bool = True,
 ) -> LossResult:
-    """Mean next-token loss and bits per byte of ``model`` on ``corpus`` (see the module docstring)."""
+    """Mean next-token loss and bits per byte of ``model`` on ``corpus`` (see the module docstring).
+
+    ``batch_size``: windows per forward, or "auto" (sized from free memory); either way halved on
+    out-of-memory, as the engine does for every request.
+    """
     corpus = Path(corpus)
-    if window < 2 or max_tokens < 2 or batch_size < 1:
-        raise UserError(
-            f"window={window}, max_tokens={max_tokens}, batch_size={batch_size}: the first two must be >= 2 "
-            "and the batch size >= 1"
-        )
+    if window < 2 or max_tokens < 2:
+        raise UserError(f"window={window}, max_tokens={max_tokens}: both must be >= 2")
+    check_batch_size(batch_size)
     docs = read_corpus(corpus)
     window = min(window, context_length(model, tokenizer))
     stream = corpus_token_stream(docs, tokenizer, max_tokens=max_tokens)
-    windows = _windows(stream, window)
+    windows = disjoint_windows(stream, window)
     if not windows:
         raise UserError(f"corpus {str(corpus)!r} has fewer than 2 tokens; pass a corpus with text in it")
 
-    device = next(model.parameters()).device
-    total_nats = 0.0
-    total_tokens = 0
-    batches = _batches(windows, batch_size)
-    with torch.inference_mode():
-        for batch in tqdm(batches, desc="pre-training loss", unit="batch", disable=not progress):
-            input_ids = torch.tensor(batch, dtype=torch.long, device=device)
-            logits = model(input_ids=input_ids, use_cache=False).logits
-            # float32 before the softmax: bf16 logits lose ~3 digits of the log-probabilities.
-            nats = F.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                input_ids[:, 1:].reshape(-1),
-                reduction="sum",
-            )
-            total_nats += float(nats.double())
-            total_tokens += input_ids.shape[0] * (input_ids.shape[1] - 1)
-
+    engine = Engine(model, tokenizer, batch_size=batch_size, progress=progress)
+    scores = engine.loglikelihood_tokens([(w.context, w.continuation) for w in windows], desc="pre-training loss")
+    # summed on the host in float64, one float32 sum per window
+    total_nats = -math.fsum(logprob for logprob, _ in scores)
     require_finite([total_nats], "pre-training loss")
-    total_bytes = sum(_scored_bytes(ids, tokenizer) for ids in windows)
+    total_tokens = sum(len(w.continuation) for w in windows)
+    total_bytes = sum(_scored_bytes(list(w.tokens), tokenizer) for w in windows)
     if total_bytes <= 0:
         raise UserError(f"corpus {str(corpus)!r} decodes to no text bytes; pass a corpus of ordinary text")
     return LossResult(
         loss=total_nats / total_tokens,
         bits_per_byte=total_nats / math.log(2) / total_bytes,
         tokens=total_tokens,
+        tokens_forwarded=engine.tokens_forwarded,
         bytes=total_bytes,
         windows=len(windows),
         window=window,

@@ -3,14 +3,15 @@ record what was loaded (``ModelInfo``) so every result names the exact weights b
 
 A GGUF file is dequantized by transformers once and kept as a plain safetensors folder under the
 harness cache, keyed by the file's sha256; later loads read that folder.
+
+The hashes and hub-revision lookup live in ``checkpoint_files``, the run's provenance (git commit,
+package versions) in ``provenance``; both are re-exported here, so ``models.<name>`` reaches every
+name, and a test that patches one on this module changes what ``load_model`` calls.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,18 +19,29 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import (
-    GatedRepoError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from harness.engine.checkpoint_files import (
+    TOKENIZER_FILES,
+    default_gguf_cache_dir,
+    file_sha256,
+    folder_content_hash,
+    has_safetensors,
+    hub_tokenizer_folder,
+    resolve_hub_revision,
+    revision_label,
+    tokenizer_files_digest,
+)
+from harness.engine.provenance import device_name, run_provenance
 from harness.errors import UserError
+
+__all__ = [
+    "ModelInfo", "load_model", "load_tokenizer", "model_info", "gguf_folder", "resolve_device", "resolve_dtype",
+    "dtype_name", "weights_dtype", "context_length", "count_parameters",
+    # from checkpoint_files and provenance
+    "TOKENIZER_FILES", "default_gguf_cache_dir", "file_sha256", "folder_content_hash", "resolve_hub_revision",
+    "tokenizer_files_digest", "device_name", "run_provenance",
+]
 
 
 @dataclass(frozen=True)
@@ -58,13 +70,6 @@ _DTYPES = {
     "fp16": torch.float16,
 }
 
-# Files of an HF folder that change what the model computes or how text is tokenized.  README,
-# licences and images are left out so editing a model card keeps the hash.
-_CONTENT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt", ".tiktoken", ".py", ".jinja")
-_NON_CONTENT = {"README.md", "LICENSE", "LICENSE.txt", "NOTICE", "NOTICE.txt"}
-
-_HASH_CHUNK = 1 << 20
-
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` is the first CUDA device when there is one, else the CPU."""
@@ -88,37 +93,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in _DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; pass auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks so multi-GB checkpoints never sit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def folder_content_hash(folder: Path) -> str:
-    """sha256 over the weight, config and tokenizer files at the top of ``folder``: each file's name,
-    size and bytes, in sorted name order (the size keeps one file's tail from passing for the next's name)."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not path.is_file() or path.name in _NON_CONTENT or not path.name.endswith(_CONTENT_SUFFIXES):
-            continue
-        digest.update(path.name.encode("utf-8") + b"\0")
-        digest.update(path.stat().st_size.to_bytes(8, "little"))
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def default_gguf_cache_dir() -> Path:
-    """``$HARNESS_CACHE/gguf`` when set (the harness's cache root), else ``~/.cache/emergence-harness/gguf``."""
-    root = os.environ.get("HARNESS_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "emergence-harness"
-    return base / "gguf"
 
 
 def context_length(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None) -> int:
@@ -171,51 +145,6 @@ def _model_kind(model: str) -> str:
     if looks_like_path:
         raise UserError(f"no such folder {model!r}; pass an existing checkpoint folder, a .gguf file or a hub id")
     return "hub"
-
-
-def _revision_label(model: str, revision: str | None) -> str:
-    return f"{model!r} (revision {revision!r})" if revision else repr(model)
-
-
-def resolve_hub_revision(model: str, revision: str | None) -> tuple[str, list[str]]:
-    """The commit ``revision`` of hub model ``model`` points to, and the files of that commit.
-
-    The commit comes from the hub when it can be reached, else from the local HF cache (its
-    ``refs/<revision>`` file names the snapshot folder); ``snapshot_download`` does both and, limited to
-    config.json, fetches nothing heavy.  The file list (what the snapshot folder holds) says whether
-    safetensors exist.
-    """
-    label = _revision_label(model, revision)
-    try:
-        snapshot = Path(
-            snapshot_download(
-                model,
-                revision=revision,
-                allow_patterns=["config.json"],
-                local_files_only=bool(hub_constants.HF_HUB_OFFLINE),
-            )
-        )
-    except GatedRepoError:
-        raise UserError(f"hub model {model!r} is gated; accept its licence on the hub and set HF_TOKEN") from None
-    except RevisionNotFoundError:
-        raise UserError(f"hub model {model!r} has no revision {revision!r}; pass a branch, tag or commit it has") from None
-    except (RepositoryNotFoundError, HFValidationError):
-        raise UserError(
-            f"no such folder or hub model {model!r}; pass a local checkpoint folder, a .gguf file or a hub id"
-        ) from None
-    except (LocalEntryNotFoundError, FileNotFoundError):
-        raise UserError(
-            f"hub model {label} is not in the local HF cache ({hub_constants.HF_HUB_CACHE}) and the hub could not "
-            "be reached or HF_HUB_OFFLINE=1; download it once online, or pass a local checkpoint folder"
-        ) from None
-    # What the snapshot holds: all of a cached model offline; online, maybe only config.json, in
-    # which case from_pretrained's own default (safetensors first) decides.
-    files = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
-    return snapshot.name, files
-
-
-def _has_safetensors(files: list[str]) -> bool:
-    return any(name.endswith(".safetensors") for name in files)
 
 
 def _from_pretrained(
@@ -306,33 +235,6 @@ def _architecture(model: PreTrainedModel) -> str:
     return architectures[0] if architectures else type(model).__name__
 
 
-# The files a tokenizer is built from (transformers' names across fast, slow and SentencePiece tokenizers).
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
-)
-
-
-def tokenizer_files_digest(folder: Path) -> str | None:
-    """sha256 over the tokenizer files of a checkpoint folder (names and bytes); None when it has none."""
-    digest = hashlib.sha256()
-    found = False
-    for name in TOKENIZER_FILES:
-        path = folder / name
-        if path.is_file():
-            found = True
-            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest() if found else None
-
-
-def _hub_tokenizer_folder(model: str, commit: str) -> Path:
-    """The cached snapshot folder of ``model`` at ``commit`` with its tokenizer files fetched (small)."""
-    return Path(snapshot_download(
-        model, revision=commit, allow_patterns=list(TOKENIZER_FILES),
-        local_files_only=bool(hub_constants.HF_HUB_OFFLINE),
-    ))
-
-
 def _shared_tokenizer(
     tokenizers: dict[str, PreTrainedTokenizerBase] | None,
     folder: Callable[[], Path],
@@ -370,7 +272,7 @@ def load_model(
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     kind = _model_kind(model)
-    label = _revision_label(model, revision)
+    label = revision_label(model, revision)
     resolved_revision: str | None = None
     known_hash, content_hash = content_hash, None
     if kind == "hub":
@@ -378,10 +280,10 @@ def load_model(
         # Loading by commit, not by the branch name, pins the weights to the commit we record.
         common = {"revision": resolved_revision, "trust_remote_code": trust_remote_code}
         network = _load_weights(
-            model, label, torch_dtype=torch_dtype, use_safetensors=_has_safetensors(files), **common
+            model, label, torch_dtype=torch_dtype, use_safetensors=has_safetensors(files), **common
         )
         tokenizer = _shared_tokenizer(
-            tokenizers, lambda: _hub_tokenizer_folder(model, resolved_revision),
+            tokenizers, lambda: hub_tokenizer_folder(model, resolved_revision),
             lambda: _from_pretrained(AutoTokenizer, model, label, **common),
         )
     else:
@@ -399,7 +301,7 @@ def load_model(
             str(folder),
             label,
             torch_dtype=torch_dtype,
-            use_safetensors=_has_safetensors(files),
+            use_safetensors=has_safetensors(files),
             trust_remote_code=trust_remote_code,
         )
         tokenizer = _shared_tokenizer(
@@ -453,7 +355,7 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """The tokenizer ``load_model`` would return, without loading (or dequantizing) weights."""
     kind = _model_kind(model)
-    label = _revision_label(model, revision)
+    label = revision_label(model, revision)
     if kind == "hub":
         commit, _ = resolve_hub_revision(model, revision)
         return _from_pretrained(AutoTokenizer, model, label, revision=commit, trust_remote_code=trust_remote_code)
@@ -464,72 +366,3 @@ def load_tokenizer(
             return _from_pretrained(AutoTokenizer, str(folder), label)
         return _from_pretrained(AutoTokenizer, str(path.parent), label, gguf_file=path.name)
     return _from_pretrained(AutoTokenizer, str(Path(model).expanduser()), label, trust_remote_code=trust_remote_code)
-
-
-# ---------------------------------------------------------------------- provenance
-
-
-def _package_version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-@functools.cache  # once per process
-def _git_commit() -> tuple[str | None, bool | None]:
-    """The commit of the checkout the harness runs from, and whether its tracked files differ from it;
-    (None, None) when installed from a wheel (no .git beside the package) or git is missing."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():
-        return None, None
-    # GIT_OPTIONAL_LOCKS=0: `git status` must not refresh the index of a checkout someone else works in
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, env=env)
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-            timeout=10, env=env,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    if head.returncode != 0:
-        return None, None
-    return head.stdout.strip(), (bool(status.stdout.strip()) if status.returncode == 0 else None)
-
-
-def device_name(device: str) -> str:
-    """The accelerator's marketing name (``NVIDIA H100 80GB HBM3``), or the CPU's."""
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(torch.device(device))
-    if device.startswith("mps"):
-        return "Apple MPS"
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()})"
-
-
-def run_provenance(device: str, dtype: str) -> dict[str, Any]:
-    """What produced a results file, beside the checkpoint itself: the harness (version, and commit
-    when run from a checkout), the libraries that decide the numbers, the device, the dtype, the
-    command line.  ``git_dirty``: the checkout had uncommitted changes to tracked files."""
-    import sys
-
-    from harness import __version__
-
-    commit, dirty = _git_commit()
-    return {
-        "harness_version": __version__,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "python": sys.version.split()[0],
-        **{name: _package_version(name) for name in ("torch", "transformers", "datasets", "accelerate")},
-        "device": device,
-        "device_name": device_name(device),
-        "dtype": dtype,
-        "command": " ".join(sys.argv),
-    }

@@ -35,6 +35,12 @@ class TaskSpec:
     hub_name: str | None = None  # its dataset_name (may hold "{subject}")
     max_new_tokens: int = 0
     has_subtasks: bool = False  # "name:<subtask>" selects one
+    # How a generative task is scored, by name (looked up in harness.scoring.registry, so scoring never
+    # asks which family built an item): the answer's extractor, the scorer of that answer, and the
+    # gold continuation the companions score.  None for multiple-choice and single-continuation tasks.
+    extractor: str | None = None
+    scorer: str | None = None
+    gold_continuation: str | None = None
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -42,7 +42,7 @@ metrics:
       BIG-bench's settings, bootstrap stderr; numeric_match: within 10% relative error
   exact_match (triviaqa): as lm-evaluation-harness 0.4.13; the stripped generation equals any answer
       alias once both are lower-cased and stripped of ASCII punctuation
-  race: every question of an article is an item (lm-eval scores only the last; items.jsonl has all)
+  race: every question of an article is an item (lm-eval scores only the last; the item log has all)
   acc (single continuation, lambada_openai): the continuation is the model's greedy one; perplexity:
       exp(-mean log-likelihood of the continuations) as lm-evaluation-harness 0.4.13 aggregates it
       (lower is better; stderr by the delta method where lm-eval bootstraps)
@@ -80,6 +80,7 @@ def describe_tasks(verbose: bool = False) -> str:
         )
         lines.append(f"    metrics {', '.join(spec.metrics)} (primary {spec.primary_metric}); random baseline {_baseline_note(spec)}")
         if spec.output_type == "generate":
+            lines.append(f"    answer read by {spec.extractor}, scored by {spec.scorer}, gold continuation {spec.gold_continuation}")
             lines.append(f"    companions {', '.join(_companion_names(spec))}")
         if spec.options.get("user_fields"):
             lines.append(

@@ -4,8 +4,9 @@ writes, and into the Trainer's own loggers.
     on_train_begin: items built (data errors before any step), tokens per step, the items chosen
     on_save (every="save") / on_step_end (every=N) / on_train_end (last step, if not yet):
         evaluate_model (training state restored) ─► <out>/<run>_checkpoint-N-<hash>/results.json
-        ─► Trainer.log({"harness/<task>/<metric>": ...}) ─► report_to (TensorBoard, W&B, MLflow...)
-        ─► <out>/logs/callback.jsonl (seconds, share of training wall time)
+        ─► Trainer.log({"harness/<task>/<metric>": ...}) ─► report_to (TensorBoard, W&B, MLflow...),
+           which show them as ``train/harness/...``, the tags ``--log-to`` writes too (``loggers``)
+        ─► <out>/logs/callback.jsonl (run name, step, seconds, share of training wall time)
 
 At a save the checkpoint folder is on disk already, so its results are keyed by that folder's
 content hash and land where ``harness eval --model <run>/checkpoint-N --out <out>`` looks: that
@@ -42,7 +43,8 @@ class EvalCallback(TrainerCallback):
     when not given, per-device batch x gradient accumulation x world size x sequence length, the
     length from ``sequence_length`` or from a training set whose examples all have one length.
     ``limit``: the first N items of each (sub)task, the same at every step.  ``tokenizer``: when
-    the Trainer has no ``processing_class``.  ``name``: the table's model (default: the run folder's name).
+    the Trainer has no ``processing_class``.  ``name``: the table's model (default: the run folder's name);
+    ``size``: its size label (the report's colour).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class EvalCallback(TrainerCallback):
         sequence_length: int | None = None,
         tokenizer: Any = None,
         name: str | None = None,
+        size: str | None = None,
         batch_size: int | str = "auto",
         loss_window: int = 2048,
         loss_tokens: int = 1_000_000,
@@ -75,6 +78,7 @@ class EvalCallback(TrainerCallback):
         self.every = every
         self.tokenizer = tokenizer
         self.name = name
+        self.size = size
         self.tokens_per_step = tokens_per_step
         self.sequence_length = sequence_length
         self.options = {
@@ -104,7 +108,8 @@ class EvalCallback(TrainerCallback):
         built = task_rows_once(self.tasks, opts)  # the items every evaluation of this run scores
         self._run_tokens_per_step, source = self._tokens_per_step(args, train_dataloader)
         if state.is_world_process_zero:
-            self._event("start", tasks=list(self.tasks), limit=self.options["limit"], every=self.every,
+            self._event("start", name=self._run_name(args), tasks=list(self.tasks), limit=self.options["limit"],
+                        every=self.every,
                         tokens_per_step=self._run_tokens_per_step, tokens_per_step_source=source,
                         items={row: [item.doc_id for item in items] for b in built for row, items in b.rows.items()})
 
@@ -128,7 +133,7 @@ class EvalCallback(TrainerCallback):
         train_loss, logged_step = (None, None) if self.options["loss_corpus"] is not None else _last_train_loss(state)
         frame = evaluate_model(
             model, self.tokenizer or processing_class, self.tasks, out=self.out, step=state.global_step,
-            name=self.name or Path(args.output_dir).name, checkpoint_dir=checkpoint_dir, train_loss=train_loss,
+            name=self._run_name(args), size=self.size, checkpoint_dir=checkpoint_dir, train_loss=train_loss,
             train_loss_step=logged_step, tokens_per_step=self._run_tokens_per_step, **self.options,
         )
         seconds = time.perf_counter() - started
@@ -141,10 +146,15 @@ class EvalCallback(TrainerCallback):
         if trainer is not None:
             trainer.log(logs)  # the Trainer's own logging: log_history and every report_to integration
         if state.is_world_process_zero:
-            self._event("evaluated", step=state.global_step, checkpoint=str(checkpoint_dir) if checkpoint_dir else None,
+            self._event("evaluated", name=self._run_name(args), step=state.global_step,
+                        checkpoint=str(checkpoint_dir) if checkpoint_dir else None,
                         seconds=round(seconds, 3), eval_seconds_total=round(self.eval_seconds, 3),
                         train_wall_seconds=round(wall, 3), eval_share_of_train_time=timing["harness/eval_share_of_train_time"],
                         loss=train_loss, loss_logged_step=logged_step, logged_to_trainer=trainer is not None)
+
+    def _run_name(self, args) -> str:
+        """The table's model; also in every log record, since runs (a family's sizes) may share one ``out``."""
+        return self.name or Path(args.output_dir).name
 
     def _event(self, kind: str, **fields: Any) -> None:
         import datetime as dt

@@ -1,8 +1,8 @@
 """Evaluate a model already in memory — a training run's, between two steps — as ``harness eval``
 evaluates a saved one: the same items, engine, scoring, unit keys and results files.
 
-    evaluate_model: training state saved ─► identity ─► plan (keys, what is done) ─► run_plan
-                    (evaluate.py, the eval path) ─► results file ─► tidy rows ─► training state restored
+    evaluate_model: training state saved ─► identity ─► plan of one checkpoint ─► the runner
+                    (runs/sweep.py, as harness eval) ─► results view ─► tidy rows ─► training state restored
 
 The model is scored where it lies (no reload, no copy of its weights).  Task items are built and
 prompts tokenized once per process, so a training run that evaluates a hundred times pays for them
@@ -27,11 +27,17 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from harness.runs import distributed, units
 from harness.items import registry
-from harness import store
-from harness.runs.evaluate import EvalConfig, TaskRows, build_task_rows, plan_checkpoint, run_plan
 from harness.items.registry import BuildOptions
+from harness.items.rows import TaskRows, build_task_rows
+from harness.runs import distributed, units
+from harness.runs.checkpoints import Checkpoint
+from harness.runs.loss_sources import LossSettings, loss_settings
+from harness.runs.plan import eval_out_dir, plan_checkpoint
+from harness.runs.prepare import InMemory
+from harness.runs.sweep import run_sweep
+from harness.runs.sweep_config import ModelSweep, SweepConfig, validated
+from harness.runs.units import items_sha256
 
 # built once per process: (task list, build options) -> rendered items; tokenizer fingerprint -> encodings
 _TASK_ROWS: dict[tuple[tuple[str, ...], BuildOptions], list[TaskRows]] = {}
@@ -45,13 +51,6 @@ def task_rows_once(tasks: tuple[str, ...], opts: BuildOptions) -> list[TaskRows]
     if key not in _TASK_ROWS:
         _TASK_ROWS[key] = build_task_rows(registry.resolve(list(tasks)), opts)
     return _TASK_ROWS[key]
-
-
-def _encode_cache(tokenizer: Any, add_bos_token: bool | None) -> dict[str, tuple[int, ...]] | None:
-    from harness.engine import tokenizer_fingerprint
-
-    fingerprint = tokenizer_fingerprint(tokenizer, add_bos_token)
-    return None if fingerprint is None else _ENCODINGS.setdefault(fingerprint, {})
 
 
 def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
@@ -74,6 +73,7 @@ def evaluate_model(
     batch_size: int | str = "auto",
     step: int | None = None,
     name: str | None = None,
+    size: str | None = None,
     checkpoint_dir: str | Path | None = None,
     train_loss: float | None = None,
     train_loss_step: int | None = None,
@@ -92,60 +92,56 @@ def evaluate_model(
     ``out``: also write the results there as ``harness eval`` would (else a temporary folder is
     used and removed).  ``loss_corpus``: the held-out loss (``loss_source`` corpus); else
     ``train_loss`` (logged at ``train_loss_step``) is recorded with ``loss_source`` trainer.
-    ``step``, ``name``, ``tokens_per_step``: the table's step, model and tokens_seen = step x
-    tokens_per_step.  ``checkpoint_dir``: see the module docstring.  Under a multi-process launch
+    ``step``, ``name``, ``size``, ``tokens_per_step``: the table's step, model, size and
+    tokens_seen = step x tokens_per_step.  ``checkpoint_dir``: see the module docstring.  Under a multi-process launch
     every process scores its share and the main process writes; other processes get no rows.
     """
     log = log or (lambda message: None)
     tasks = parse_tasks(tasks)
-    ranks, _ = distributed.join(str(_device(model)))
+    device = InMemory((model, tokenizer, None)).device
+    ranks, _ = distributed.join(device)
     with training_state_kept(model):
         if checkpoint_dir is not None:
-            from harness.engine.models import folder_content_hash
+            from harness.engine.models import folder_content_hash, weights_dtype
 
             if ranks.world > 1:
                 _barrier()  # the main process has written the folder before any process hashes it
-            from harness.engine.models import weights_dtype
-
             identity = units.CheckpointIdentity(None, None, folder_content_hash(Path(checkpoint_dir)), weights_dtype(model))
             model_name = str(checkpoint_dir)
         else:
             identity = units.loaded_model_identity(model, tokenizer)
             model_name = name or getattr(model.config, "_name_or_path", None) or "model"
+        loss: LossSettings | None = loss_settings(
+            corpus=Path(loss_corpus) if loss_corpus is not None else None, window=loss_window, tokens=loss_tokens,
+        )
+        if loss is None and train_loss is not None:
+            loss = LossSettings("trainer", value=float(train_loss), logged_step=train_loss_step)
         with _results_root(out) as root:
-            config = EvalConfig(
-                model=model_name, tasks=tasks, dtype=identity.dtype, device=str(_device(model)),
-                batch_size=batch_size, data_dir=Path(data_dir) if data_dir is not None else None, limit=limit,
-                num_fewshot=num_fewshot, prompt_type=prompt_type, bigbench_mode=bigbench_mode,
-                add_bos_token=add_bos_token, prefix_cache=prefix_cache,
-                loss_corpus=Path(loss_corpus) if loss_corpus is not None else None, loss_window=loss_window,
-                loss_tokens=loss_tokens, out=root, progress=progress,
-            )
-            task_rows = task_rows_once(tasks, config.build_options())
-            out_dir = None
-            if checkpoint_dir is None:
-                # a run's in-memory states are told apart by step; the digest tells runs apart
-                label = f"{model_name}/step-{step}" if step is not None else model_name
-                out_dir = root / store.checkpoint_dirname(label, None, units.identity_digest(identity))
-            plan = plan_checkpoint(config, task_rows, identity, out_dir)
-            if plan.done and ranks.is_main:
-                log(f"already in {plan.out_dir}: {', '.join(sorted(plan.done))}; not run again")
-            if not plan.finished:
-                given = None
-                if train_loss is not None:
-                    given = {"loss": float(train_loss), "source": "trainer", "logged_step": train_loss_step}
-                header = {"step": step, "name": name, "tokens_per_step": tokens_per_step}
-                run_plan(
-                    config, plan, model, tokenizer, _model_info(model, tokenizer, model_name, identity), ranks, log,
-                    header=header, given_loss=given, encode_cache=_encode_cache(tokenizer, add_bos_token),
-                )
+            config = validated(SweepConfig(
+                models=(ModelSweep(name=name or model_name, size=size, loss=loss, tokens_per_step=tokens_per_step),),
+                tasks=tasks, out=root, data_dir=Path(data_dir) if data_dir is not None else None, limit=limit,
+                num_fewshot=num_fewshot, prompt_type=prompt_type, bigbench_mode=bigbench_mode, dtype=identity.dtype,
+                device=device, batch_size=batch_size, add_bos_token=add_bos_token, prefix_cache=prefix_cache,
+                prefetch=False, progress=progress,
+            ))
+            rows = task_rows_once(tasks, config.build_options())
+            built = ({b.selection.label: b for b in rows}, {b.selection.label: items_sha256(b.rows) for b in rows})
+            checkpoint = Checkpoint(model_name, None, step)
+            # a saved folder's results go where `harness eval --model <folder>` looks; a run's
+            # in-memory states are told apart by step, and the identity's digest tells runs apart
+            label = None if checkpoint_dir is not None else (f"{model_name}/step-{step}" if step is not None else model_name)
+            plan = plan_checkpoint(config, checkpoint, identity, label, built)
+            info = _model_info(model, tokenizer, model_name, identity)
+            summary = run_sweep(config, log=log, plan=plan, memory=InMemory((model, tokenizer, info), _ENCODINGS))
+            if summary.interrupted:
+                raise KeyboardInterrupt
             if not ranks.is_main:
                 from harness.analysis.table import COLUMNS
 
                 return pd.DataFrame(columns=COLUMNS)
             from harness.analysis.table import results_table
 
-            return results_table(plan.out_dir)
+            return results_table(eval_out_dir(root, checkpoint, identity, label))
 
 
 @contextmanager
@@ -155,11 +151,6 @@ def _results_root(out: str | Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="harness-") as folder:
         yield Path(folder)
-
-
-def _device(model: Any) -> Any:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else "cpu"
 
 
 def _barrier() -> None:

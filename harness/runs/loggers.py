@@ -6,6 +6,14 @@ in-training run show the same series.
 Series per checkpoint: each top-level task row's primary metric and its continuous companions
 (``correct_choice_prob``, ``brier_score``, ``target_logprob``... : the ones that move before the
 primary does), and ``harness/loss`` (with ``harness/loss_bits_per_byte`` for a corpus loss).
+
+One tag per series in every dashboard: ``train/harness/<task>/<metric>``.  The callback hands
+``harness/...`` to ``Trainer.log``, and transformers' integrations (TensorBoard, W&B, Trackio, Comet,
+Neptune, SwanLab: ``integration_utils.rewrite_logs``) file every key that does not start with
+``eval_``/``test_`` under ``train/``.  Those names are the integrations' to choose, for every
+``report_to`` at once, so ``--log-to`` (ours) follows them (``dashboard_tag``): a sweep drawn after
+training lands on the same curves as the run's own events.  (MLflow's integration keeps the keys as
+they are; there the callback's series are ``harness/...``.)
 """
 
 from __future__ import annotations
@@ -24,12 +32,20 @@ from harness.errors import UserError
 
 CONTINUOUS_METRICS = COMPANION_METRICS | {"correct_choice_prob", "brier_score"}
 PREFIX = "harness"
+# what transformers' report_to integrations put before a key handed to Trainer.log (rewrite_logs)
+TRAINER_TAG_PREFIX = "train/"
 
 
 def series_name(task: str, metric: str) -> str:
     """``harness/<task>/<metric>``; a task's ``:`` (``bigbench:arithmetic``) stays, other characters
     dashboards reject become ``_``."""
     return f"{PREFIX}/{re.sub(r'[^A-Za-z0-9_.:/-]+', '_', task)}/{metric}"
+
+
+def dashboard_tag(series: str) -> str:
+    """The tag a series gets in TensorBoard or W&B: ``train/harness/...``, as the Trainer's integrations
+    show the callback's ``harness/...`` logs (see the module docstring)."""
+    return TRAINER_TAG_PREFIX + series
 
 
 def harness_scalars(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
@@ -90,7 +106,8 @@ def parse_log_to(text: str) -> LogTarget:
 
 
 class TensorBoardLogger:
-    """Scalars into ``DIR/<run>/`` event files (one folder per model, so their curves overlay)."""
+    """Scalars into ``DIR/<run>/`` event files (one folder per model, so their curves overlay), tagged
+    ``train/harness/...`` as the Trainer's TensorBoard callback tags the callback's."""
 
     def __init__(self, folder: Path, run: str) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -99,7 +116,7 @@ class TensorBoardLogger:
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         for name, value in scalars.items():
-            self.writer.add_scalar(name, value, step)
+            self.writer.add_scalar(dashboard_tag(name), value, step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -107,8 +124,8 @@ class TensorBoardLogger:
 
 
 class WandbLogger:
-    """One W&B run per model; offline unless WANDB_MODE says otherwise (no network needed: ``wandb
-    sync`` uploads it later)."""
+    """One W&B run per model, keys ``train/harness/...`` as the Trainer's W&B callback names the
+    callback's; offline unless WANDB_MODE says otherwise (no network needed: ``wandb sync`` uploads it later)."""
 
     def __init__(self, project: str | None, run: str, folder: Path) -> None:
         import os
@@ -122,7 +139,8 @@ class WandbLogger:
         )
 
     def log(self, scalars: dict[str, float], step: int) -> None:
-        self.run.log(scalars, step=step)
+        # train/global_step too: the Trainer's W&B callback draws every series against it
+        self.run.log({**{dashboard_tag(name): value for name, value in scalars.items()}, "train/global_step": step}, step=step)
 
     def close(self) -> None:
         self.run.finish()

@@ -23,14 +23,17 @@ _STEP_COLUMNS = ("step", "_step", "global_step", "iteration", "iter", "steps")
 
 @dataclass(frozen=True)
 class LossSettings:
-    """How a sweep gets each checkpoint's loss (one of corpus / trainer-state / file)."""
+    """How a run gets each checkpoint's loss (one of corpus / trainer-state / file / trainer)."""
 
-    kind: str  # "corpus" | "trainer-state" | "trainer-state:eval" | "file"
+    kind: str  # "corpus" | "trainer-state" | "trainer-state:eval" | "file" | "trainer"
     corpus: Path | None = None  # kind "corpus"
     window: int = 2048
     tokens: int = 1_000_000
     file: Path | None = None  # kind "file": a .csv or .tsv step/loss log
     smoothing: int = 1  # kind "file": mean over the logged steps in (step - smoothing, step]
+    # kind "trainer": the training loss a running Trainer last logged (harness.EvalCallback), and its step
+    value: float | None = None
+    logged_step: int | None = None
 
     @property
     def needs_model(self) -> bool:

@@ -32,7 +32,7 @@ from harness.runs.checkpoints import Discovery, discover_checkpoints, hub_checkp
 from harness.errors import UserError, check_run_values, check_whole_number
 from harness.runs.loss_sources import LossSettings, loss_settings
 from harness.items.registry import BuildOptions
-from harness.runs.units import Shard
+from harness.runs.units import Shard, parse_shard
 
 
 @dataclass(frozen=True)
@@ -282,3 +282,56 @@ def validated(config: SweepConfig) -> SweepConfig:
     if len(set(names)) != len(names):
         raise UserError(f"two models share the name {next(n for n in names if names.count(n) > 1)!r}; give each a distinct name")
     return config
+
+
+def config_from_flags(
+    *, config: Path | None = None, preset: str | None = None, sizes: str | None = None, model: str | None = None,
+    revisions: str | None = None, checkpoints: list[Path] | None = None, name: str | None = None,
+    size: str | None = None, tasks: str | None = None, tokens_per_step: str | None = None, shard: str | None = None,
+    loss_corpus: Path | None = None, loss_from: str | None = None, loss_window: int = 2048,
+    loss_tokens: int = 1_000_000, loss_smoothing: int = 1, **settings: Any,
+) -> SweepConfig:
+    """What ``harness sweep`` runs: the ``config`` file (or the packaged ``preset``) with the flags
+    given winning over it, or the one model the flags name.  ``settings`` are the other SweepConfig
+    fields as flags, None where left out."""
+    tokens = parse_tokens_per_step(tokens_per_step)
+    overrides = {
+        **settings, "tasks": _task_list(tasks) if tasks is not None else None,
+        "shard": parse_shard(shard) if shard is not None else None,
+    }
+    loss = loss_settings(corpus=loss_corpus, loss_from=loss_from, window=loss_window, tokens=loss_tokens,
+                         smoothing=loss_smoothing)
+    config_path = _config_path(config, preset)
+    if preset is not None and overrides.get("out") is None:
+        overrides["out"] = Path("results") / preset  # not beside the packaged file
+    if config_path is None:
+        if sizes is not None:
+            raise UserError("--sizes selects models of a --config or --preset; with one model, drop it")
+        the_model = model_sweep(model=model, revisions=revisions, checkpoints=checkpoints, name=name, size=size,
+                                loss=loss, tokens_per_step=tokens)
+        return validated(replace(SweepConfig(models=(the_model,)), **{k: v for k, v in overrides.items() if v is not None}))
+    given = [flag for flag, value in (("--model", model), ("--revisions", revisions), ("--checkpoints", checkpoints),
+                                      ("--name", name), ("--size", size)) if value is not None]
+    if given:
+        raise UserError(f"the sweep config lists the models; drop {', '.join(given)} or drop --config/--preset")
+    loaded = load_sweep_config(config_path, **overrides)
+    model_changes = {k: v for k, v in {"tokens_per_step": tokens, "loss": loss}.items() if v is not None}
+    models = tuple(replace(m, **model_changes) for m in loaded.models)  # flags given win over the file
+    if sizes is not None:
+        models = select_models(models, sizes)
+    return validated(replace(loaded, models=models))
+
+
+def _config_path(config: Path | None, preset: str | None) -> Path | None:
+    """--config's file, or the packaged file of --preset (harness/interop/presets/<name>.yaml)."""
+    if preset is None:
+        return config
+    if config is not None:
+        raise UserError("--preset is a built-in --config; pass one of them")
+    from importlib import resources
+
+    folder = resources.files("harness.interop.presets")
+    presets = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if preset not in presets:
+        raise UserError(f"unknown preset {preset!r}; known presets: {', '.join(presets)}")
+    return Path(str(folder / f"{preset}.yaml"))

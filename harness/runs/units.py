@@ -155,8 +155,8 @@ class LossUnitRecord:
     checkpoint: CheckpointIdentity | None  # None for losses read from logs (no weights are needed)
     checkpoint_ref: str  # folder or hub id@revision, for logged losses (the log belongs to that run)
     step: int | None
-    source: str  # "corpus" | "trainer-state" | "trainer-state:eval" | "file"
-    input_sha256: str  # corpus, trainer_state.json or loss log file
+    source: str  # "corpus" | "trainer-state" | "trainer-state:eval" | "file" | "trainer"
+    input_sha256: str  # corpus, trainer_state.json or loss log file; "trainer": the value and its step
     window: int | None = None
     tokens: int | None = None
     smoothing: int | None = None

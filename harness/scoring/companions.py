@@ -14,22 +14,26 @@ before.  Beside each generation and its exact match a record keeps:
 - ``token_edit_distance`` and ``char_edit_distance``: Levenshtein distance between the extracted
   answer and the nearest accepted answer, in the model's tokens and in characters.
 
-Which continuation is gold is the family's business: a family module may define
-``gold_continuation(spec, item) -> GoldContinuation``; otherwise each target follows the prompt
-after lm-evaluation-harness's target delimiter (a space, unless the prompt ends in whitespace or
-the target begins with it).  Everything here is plain functions over strings and numbers: the token
-edit distance gets the tokenizer as a callable.
+Which continuation is gold depends on how the prompt's exemplars write their answers: the task
+names its rule in its YAML (``gold_continuation:``, harness.scoring.registry; the rules are in
+harness.scoring.gold_continuations and read only the item's typed fields).  Everything here is
+plain functions over strings and numbers: the token edit distance gets the tokenizer as a callable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from harness.items import registry
 from harness.items.registry import TaskSpec
 from harness.requests import Item, LoglikelihoodResult
+from harness.scoring import registry
+from harness.scoring.gold_continuations import GoldContinuation, answer_continuation
+
+__all__ = [
+    "COMPANION_METRICS", "EDIT_DISTANCE_METRICS", "FINAL_ANSWER_METRIC", "LOGPROB_METRICS", "GoldContinuation",
+    "answer_continuation", "companion_scores", "edit_distance", "gold_continuation", "metric_names",
+]
 
 LOGPROB_METRICS = ("target_logprob", "target_logprob_per_token")
 FINAL_ANSWER_METRIC = "final_answer_logprob"
@@ -37,51 +41,15 @@ EDIT_DISTANCE_METRICS = ("token_edit_distance", "char_edit_distance")
 COMPANION_METRICS = frozenset(LOGPROB_METRICS + (FINAL_ANSWER_METRIC,) + EDIT_DISTANCE_METRICS)
 
 
-@dataclass(frozen=True)
-class GoldContinuation:
-    """What the model would have to write after the prompt to be right.
-
-    ``texts``: one continuation per accepted answer, in the item's target order.  ``final_answer``:
-    the end of ``texts[0]`` that states the answer (GSM8K: " The answer is N." after chain-of-thought
-    reasoning, "#### N" after a worked solution); its log-probability
-    given the rest is recorded too.
-    """
-
-    texts: tuple[str, ...]
-    final_answer: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.texts:
-            raise ValueError("a gold continuation needs at least one text")
-        if self.final_answer and not self.texts[0].endswith(self.final_answer):
-            raise ValueError(f"the final answer {self.final_answer!r} does not end the gold continuation")
-
-    def score_requests(self) -> tuple[str, ...]:
-        """The continuations the engine scores: every text, then ``texts[0]`` without its final
-        answer (a token prefix of ``texts[0]``, so the engine reads both from one forward)."""
-        if self.final_answer:
-            return self.texts + (self.texts[0][: -len(self.final_answer)],)
-        return self.texts
-
-    def metric_names(self) -> tuple[str, ...]:
-        final = (FINAL_ANSWER_METRIC,) if self.final_answer else ()
-        return LOGPROB_METRICS + final + EDIT_DISTANCE_METRICS
-
-
-def answer_continuation(context: str, target: str) -> str:
-    """A target as the text after the prompt: lm-evaluation-harness's target delimiter " ", left out
-    when the prompt already ends in whitespace (BIG-bench's "A: ") or the target begins with it."""
-    if not context or context[-1].isspace() or target[:1].isspace():
-        return target
-    return " " + target
-
-
 def gold_continuation(spec: TaskSpec, item: Item) -> GoldContinuation:
-    """The family's own gold continuation of ``item`` if its module defines one, else its targets."""
-    custom = getattr(registry.family_module(spec), "gold_continuation", None)
-    if custom is not None:
-        return custom(spec, item)
-    return GoldContinuation(tuple(answer_continuation(item.context, target) for target in item.targets))
+    """``item``'s gold continuation by the rule ``spec`` names (``gold_continuation:`` in its YAML)."""
+    return registry.generation_rules(spec).gold_continuation(item)
+
+
+def metric_names(gold: GoldContinuation) -> tuple[str, ...]:
+    """The companions a record with this gold continuation gets (final_answer_logprob only with a final answer)."""
+    final = (FINAL_ANSWER_METRIC,) if gold.final_answer else ()
+    return LOGPROB_METRICS + final + EDIT_DISTANCE_METRICS
 
 
 def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:

@@ -127,7 +127,7 @@ def bigbench_postprocess(text: str, max_length: int | None, stop_string: str | N
        nothing matches.  A regex with several groups is rejected, as BIG-bench's assertion does.
 
     No default regex here: json_task.py resolves it when a task sets neither field, and so does
-    ``harness.items.families.bigbench.task_format``.  Nothing is stripped.
+    the BIG-bench item builder (``task_format``).  Nothing is stripped.
     """
     if max_length:
         text = text[:max_length]

@@ -1,7 +1,9 @@
 """Engine outputs → per-item records → per-row aggregates.
 
 A record keeps everything needed to recompute any metric later without a model (the per-choice
-log-likelihoods of every item, the raw generation), plus the per-item metric values.
+log-likelihoods of every item, the raw generation), plus the per-item metric values.  A generative
+item is scored by the extractor and scorer its task names (harness.scoring.registry), never by
+asking which family built it.
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Sequence
 
-from harness.scoring import companions, extraction, metrics
-from harness.items.families import nlpcc_kbqa
+from harness.scoring import companions, extraction, metrics, registry
 from harness.items.registry import TaskSpec
 from harness.requests import AnswerSettled, GenerationResult, Item, LoglikelihoodResult
 
@@ -30,9 +31,9 @@ def row_metrics(spec: TaskSpec, items: Sequence[Item]) -> tuple[tuple[str, ...],
 
 def _companion_names(spec: TaskSpec, items: Sequence[Item], names: tuple[str, ...]) -> tuple[str, ...]:
     """A generative row also reports the continuous companions of its exact match (harness.scoring.companions)."""
-    if not items or items[0].choices or spec.family not in GENERATION_SCORERS:
+    if not items or items[0].choices:
         return ()
-    return tuple(m for m in companions.gold_continuation(spec, items[0]).metric_names() if m not in names)
+    return tuple(m for m in companions.metric_names(companions.gold_continuation(spec, items[0])) if m not in names)
 
 
 def score_multiple_choice(item: Item, results: Sequence[LoglikelihoodResult]) -> dict[str, Any]:
@@ -76,66 +77,11 @@ def score_loglikelihood(item: Item, result: LoglikelihoodResult) -> dict[str, An
     }
 
 
-def _gsm8k_scores(item: Item, generation: str, extract: str) -> tuple[dict[str, str], dict[str, float]]:
-    target = item.targets[0]
-    strict = extraction.gsm8k_hash_answer(generation) if extract == "hash" else extraction.gsm8k_strict(generation)
-    flexible = extraction.gsm8k_flexible(generation)
-    extracted = {"strict": strict, "flexible": flexible}
-    scores = {
-        "exact_match_strict": float(extraction.lm_eval_exact_match(strict, target)),
-        "exact_match_flexible": float(extraction.lm_eval_exact_match(flexible, target)),
-        # our own: the flexible (last-number) answer compared by value, so "$1,000.00" == "1000"
-        "exact_match_numeric": float(extraction.numeric_equal(flexible, target)),
-    }
-    return extracted, scores
-
-
-def _bigbench_answer(item: Item) -> extraction.BigbenchAnswer:
-    # BIG-bench's one max_length bounds both the tokens generated and the characters kept
-    return extraction.BigbenchAnswer(item.max_new_tokens, item.stop_string, item.output_regex)
-
-
-def _bigbench_scores(item: Item, generation: str, row: tuple[str, ...]) -> tuple[dict[str, str], dict[str, float]]:
-    response = _bigbench_answer(item).read(generation)
-    scores = {"exact_match": float(extraction.bigbench_exact_match(response, item.targets))}
-    if "numeric_match" in row:
-        scores["numeric_match"] = float(extraction.bigbench_numeric_match(response, item.targets))
-    if any(name in row for name in metrics.ROUGE_METRICS):
-        scores.update(metrics.rouge_scores(response, item.targets))
-    return {"answer": response}, scores
-
-
-def _triviaqa_scores(item: Item, generation: str) -> tuple[dict[str, str], dict[str, float]]:
-    # lm-eval's remove_whitespace filter: the answer is the stripped generation
-    scores = {"exact_match": float(extraction.triviaqa_exact_match(generation, item.targets))}
-    return {"answer": generation.strip()}, scores
-
-
-# family -> (spec, item, generation, row metrics) -> (extracted answers, per-item metric values);
-# a new generative family adds its scorer here
-GENERATION_SCORERS: dict[str, Callable[..., tuple[dict[str, str], dict[str, float]]]] = {
-    "gsm8k": lambda spec, item, generation, row: _gsm8k_scores(item, generation, spec.options.get("extract", "cot")),
-    "bigbench": lambda spec, item, generation, row: _bigbench_scores(item, generation, row),
-    "triviaqa": lambda spec, item, generation, row: _triviaqa_scores(item, generation),
-    "nlpcc_kbqa": lambda spec, item, generation, row: nlpcc_kbqa.exact_match(generation, item.targets),
-    # GSM8K-Chinese is scored exactly as GSM8K
-    "gsm8k_zh": lambda spec, item, generation, row: _gsm8k_scores(item, generation, spec.options.get("extract", "hash")),
-}
-
-
-# family -> (item) -> when its answer is settled, so decoding may stop (GenerationRequest.until_settled);
-# a family without one decodes to its stops and max_new_tokens
-ANSWER_SETTLED: dict[str, Callable[[Item], AnswerSettled]] = {"bigbench": _bigbench_answer}
-
-
 def answer_settled(spec: TaskSpec, item: Item) -> AnswerSettled | None:
-    """What tells the engine that more tokens cannot change ``item``'s scored answer, if the family has it."""
-    rule = ANSWER_SETTLED.get(spec.family)
-    return rule(item) if rule is not None else None
-
-
-# family -> which of its extracted answers the edit distances compare with the targets (default "answer")
-COMPANION_ANSWER = {"gsm8k": "flexible", "gsm8k_zh": "flexible"}
+    """What tells the engine that more tokens cannot change ``item``'s scored answer, if the task's
+    extractor has such a rule (BIG-bench's); otherwise decoding runs to its stops and max_new_tokens."""
+    settled = registry.generation_rules(spec).extractor.settled
+    return settled(item) if settled is not None else None
 
 
 def score_generation(
@@ -149,7 +95,9 @@ def score_generation(
     item's gold continuation (``companions.gold_continuation(...).score_requests()``) and the model's
     ``tokenize``, the record also has the continuous companions (harness.scoring.companions)."""
     result = generation if isinstance(generation, GenerationResult) else GenerationResult(generation)
-    extracted, scores = GENERATION_SCORERS[spec.family](spec, item, result.text, row)
+    rules = registry.generation_rules(spec)
+    answer = rules.extractor.read(item, result.text)
+    extracted, scores = rules.scorer.score(answer, result.text, item, row)
     record = {
         "task": item.task,
         "doc_id": item.doc_id,
@@ -162,9 +110,9 @@ def score_generation(
     if result.scores:
         if tokenize is None:
             raise ValueError("scoring companions needs the model's tokenize function for the token edit distance")
-        answer = extracted.get(COMPANION_ANSWER.get(spec.family, "answer"), next(iter(extracted.values()), ""))
+        answer = extracted.get(rules.scorer.companion_answer, next(iter(extracted.values()), ""))
         answer = "" if answer == extraction.INVALID_ANSWER else answer  # nothing extracted: an empty answer
-        gold = companions.gold_continuation(spec, item)
+        gold = rules.gold_continuation(item)
         values, fields = companions.companion_scores(gold, result.scores, answer, item.targets, tokenize)
         scores.update(values)
         record.update(fields)

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.scoring.companions import GoldContinuation
 from harness.errors import UserError
+from harness.items import fewshot
 from harness.scoring.metrics import MULTIPLE_CHOICE_METRICS, ROUGE_METRICS
 from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
 from harness.requests import Item
@@ -147,11 +147,6 @@ def shot_answer(example: dict[str, Any]) -> str:
     return list(example["target_scores"])[gold_index(example["target_scores"])]
 
 
-def fewshot_positions(position: int, num_shots: int) -> list[int]:
-    """Positions (among the distinct examples) of the shots for the example at ``position``."""
-    return [j for j in range(num_shots + 1) if j != position][:num_shots]
-
-
 def fewshot_prompt(example: dict[str, Any], shots: Iterable[dict[str, Any]], fmt: TaskFormat) -> str:
     item_input = format_input(example, fmt)
     shot_texts = [format_input(shot, fmt) + shot_answer(shot) for shot in shots]
@@ -223,7 +218,8 @@ def build_row(
     metrics, primary = row_metrics(task_json, mode)
     items = []
     for position, (doc_id, example) in enumerate(distinct[:limit] if limit is not None else distinct):
-        shot_ids = fewshot_positions(position, num_shots)
+        # the first k distinct examples other than the item itself (BIG-bench draws k at random)
+        shot_ids = fewshot.first_k(len(examples), num_shots, leave_out=lambda j: j == position)
         context = fewshot_prompt(example, [examples[j] for j in shot_ids], fmt)
         meta = {"mode": mode, "fewshot_doc_ids": [distinct[j][0] for j in shot_ids]}
         if mode == "mc":
@@ -340,11 +336,6 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
             row, task_json, task_format(task_json, prompt), num_shots, mode, opts.limit, spec.max_new_tokens
         )
     return rows
-
-
-def gold_continuation(spec: TaskSpec, item: Item) -> GoldContinuation:
-    """Each target right after the prompt, nothing between: how a shot's answer follows its input."""
-    return GoldContinuation(tuple(item.targets))
 
 
 def row_info(row_name: str, items: Iterable[Item]) -> dict[str, Any]:

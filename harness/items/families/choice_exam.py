@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from harness.items import sources
+from harness.items import fewshot, sources
 from harness.errors import UserError
 from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
 from harness.requests import Item
@@ -44,7 +44,8 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
     rows: dict[str, list[Item]] = {}
     for subject in subjects:
         row = f"{spec.name}:{subject}"
-        exemplars = [to_fields(r) for r in records[(subject, spec.fewshot_split)][:shots]] if shots else []
+        dev = records[(subject, spec.fewshot_split)] if shots else []
+        exemplars = [to_fields(dev[i]) for i in fewshot.first_k(len(dev), shots)]
         if len(exemplars) < shots:
             raise UserError(
                 f"{row}: {shots} shots asked but the {spec.fewshot_split} split has {len(exemplars)} items;"

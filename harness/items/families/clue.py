@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.items import sources
+from harness.items import fewshot, sources
 from harness.errors import UserError
 from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import Item
@@ -82,7 +82,8 @@ def c3_items(spec: TaskSpec, opts: BuildOptions) -> list[Item]:
     prompt = load_prompt(spec.prompt)
     docs = c3_records(spec.split, opts)
     shots = spec.num_fewshot
-    pool = c3_records(spec.fewshot_split, opts)[:shots] if shots else []
+    train = c3_records(spec.fewshot_split, opts) if shots else []
+    pool = [train[i] for i in fewshot.first_k(len(train), shots)]
     if len(pool) < shots:
         raise UserError(f"{spec.name}: {shots} shots asked but the {spec.fewshot_split} split has {len(pool)} questions; lower --num-fewshot")
     header = "".join(prompt["exemplar"].format_map(ex) + prompt["fewshot_delimiter"] for ex in pool)

@@ -9,14 +9,13 @@ with its full answer, and the record keeps their positions (``fewshot_doc_ids``)
 
 from __future__ import annotations
 
-from harness.items import sources
+from harness.items import fewshot, sources
 from harness.errors import UserError
 from harness.items.families.gsm8k import question_item
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
+from harness.items.registry import BuildOptions, TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
 
 FIELDS = '{"question": str, "answer": str (the final number, or a solution ending "#### N")}'
-
 
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:
@@ -31,13 +30,6 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
         raise UserError(f"{spec.name}: {shots} shots asked but the file has {len(rows)} rows; lower --num-fewshot")
     items = []
     for doc_id, row in enumerate(rows[: opts.limit]):
-        picked = [i for i in range(len(rows)) if i != doc_id][:shots]
+        picked = fewshot.first_k(len(rows), shots, leave_out=lambda i: i == doc_id)
         items.append(question_item(spec, prompt, doc_id, row, [rows[i] for i in picked], picked if shots else None))
     return {spec.name: items}
-
-
-def gold_continuation(spec: TaskSpec, item: Item):
-    """The row's own answer right after "答案：" (no space: harness.scoring.companions would add lm-eval's " ")."""
-    from harness.scoring.companions import GoldContinuation
-
-    return GoldContinuation((item.solution,))

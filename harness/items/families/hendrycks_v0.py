@@ -2,16 +2,15 @@
 
 The prompt is the question with its lettered choices, and the four *answer texts* are scored
 (``" " + text``), where today's ``mmlu`` scores the letters.  Zero-shot by default; with k shots
-the exemplars are drawn exactly as 0.3.0's evaluator draws them (see ``v030_fewshot_picks``).
+the exemplars are drawn exactly as 0.3.0's evaluator draws them (``harness.items.fewshot.lm_eval_v030_draws``).
 Records come from the same MMLU reader as ``mmlu`` (local CSVs or cais/mmlu).
 """
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-from harness.items import sources
+from harness.items import fewshot, sources
 from harness.errors import UserError
 from harness.items.families.choice_exam import LETTERS
 from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
@@ -42,7 +41,7 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
                 f"{row}: {shots} shots need {shots + 1} {spec.fewshot_split} items but it has {len(pool)};"
                 f" pass --num-fewshot {max(len(pool) - 1, 0)} or fewer"
             )
-        picks = v030_fewshot_picks(docs, pool, shots, spec.options.get("shuffle_seed", 42)) if shots else {}
+        picks = fewshot.lm_eval_v030_draws(docs, pool, shots, spec.options.get("shuffle_seed", 42)) if shots else {}
         items = []
         for doc_id, doc in enumerate(docs[: opts.limit]):
             exemplars = [pool[i] for i in picks.get(doc_id, [])]
@@ -70,23 +69,3 @@ def v030_doc(prompt: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         "gold": int(record["answer"]),
         "texts": tuple(texts),  # acc_norm divides by len(text), without the leading space
     }
-
-
-def v030_fewshot_picks(docs: list[dict[str, Any]], pool: list[dict[str, Any]], k: int, seed: int) -> dict[int, list[int]]:
-    """doc_id -> positions in ``pool`` of its k exemplars, as lm-eval 0.3.0's evaluator draws them.
-
-    0.3.0 shuffles the evaluated docs with ``random.Random(seed)`` and, in that order, asks the
-    same generator for ``sample(validation_docs, k + 1)``, drops the evaluated doc if drawn and
-    keeps the first k.  ``shuffle`` and ``sample`` consume the generator according to lengths
-    only, so shuffling positions and sampling positions reproduces its draws; every doc's picks
-    are computed, so ``--limit`` selects items without changing their prompts.
-    """
-    rnd = random.Random()
-    rnd.seed(seed)
-    order = list(range(len(docs)))
-    rnd.shuffle(order)
-    picks = {}
-    for doc_id in order:
-        drawn = rnd.sample(range(len(pool)), k + 1)
-        picks[doc_id] = [i for i in drawn if pool[i] != docs[doc_id]][:k]
-    return picks

@@ -16,13 +16,11 @@ false for ARC (test split "test"); ``options.fewshot_excludes_item`` records whi
 
 from __future__ import annotations
 
-import random
 import re
 from typing import Any, Callable
 
-from harness.items import sources
+from harness.items import fewshot, sources
 from harness.errors import UserError
-from harness.items.families.gsm8k import lm_eval_random_draw
 from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
 from harness.requests import Item
 
@@ -36,13 +34,13 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
     shots = spec.num_fewshot
     rows, pool = sources.hub_rows_and_shot_pool(spec, opts)
 
-    rnd = random.Random(spec.options.get("fewshot_seed", 1234))
+    sampler = fewshot.LmEvalSampler(pool, spec.options.get("fewshot_seed", 1234))
     exclude_item = bool(spec.options.get("fewshot_excludes_item", False))
     items = []
     # Draws advance one generator item by item, so --limit N stops after the first N items.
     for doc_id, row in enumerate(rows[: opts.limit]):
         doc = to_doc(row)
-        picked = lm_eval_random_draw(rnd, pool, shots, eval_doc=row if exclude_item else None) if shots else []
+        picked = sampler.draw(shots, eval_doc=row if exclude_item else None)
         context = "".join(exemplar(prompt, to_doc(pool[i])) for i in picked)
         context += prompt["question"].format_map(doc)
         meta: dict[str, Any] = {"fewshot_doc_ids": picked} if shots else {}

@@ -16,14 +16,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.items import sources
+from harness.items import fewshot, sources
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
+from harness.items.registry import BuildOptions, TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
 
 LAYOUT = "--data-dir DIR expects nlpcc_kbqa/nlpcc-iccpol-2016.kbqa.{training,testing}-data (as released by NLPCC-ICCPOL 2016)"
 _FIELD = re.compile(r"<(question|triple|answer) id=(\d+)>\t(.*)")
-
 
 
 def read_kbqa(path: Path) -> list[dict[str, Any]]:
@@ -65,7 +64,8 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
     spec = single_row_spec(selection, opts)
     prompt = load_prompt(spec.prompt)
     shots = spec.num_fewshot
-    pool = kbqa_records(spec.fewshot_split, opts)[:shots] if shots else []
+    training = kbqa_records(spec.fewshot_split, opts) if shots else []
+    pool = [training[i] for i in fewshot.first_k(len(training), shots)]
     if len(pool) < shots:
         raise UserError(f"{spec.name}: {shots} shots asked but the {spec.fewshot_split} file has {len(pool)} questions; lower --num-fewshot")
     header = "".join(prompt["exemplar"].format_map(_fields(ex)) + prompt["fewshot_delimiter"] for ex in pool)
@@ -88,16 +88,3 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
 
 def _fields(record: dict[str, Any]) -> dict[str, str]:
     return {"question": record["question"].strip(), "answer": record["answer"].strip()}
-
-
-def exact_match(generation: str, targets: tuple[str, ...]) -> tuple[dict[str, str], dict[str, float]]:
-    """The generation (already cut at the stop string), stripped, equals a target: 1.0, else 0.0."""
-    answer = generation.strip()
-    return {"answer": answer}, {"exact_match": float(answer in {t.strip() for t in targets})}
-
-
-def gold_continuation(spec: TaskSpec, item: Item):
-    """The answer right after "答案：", with no space (harness.scoring.companions would add lm-eval's " ")."""
-    from harness.scoring.companions import GoldContinuation
-
-    return GoldContinuation(tuple(item.targets))

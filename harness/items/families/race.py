@@ -17,12 +17,11 @@ prompted as above and answered.  Items record the exemplars and ``fewshot_source
 
 from __future__ import annotations
 
-import random
 from itertools import islice
 from typing import Any
 
 from harness.errors import UserError
-from harness.items.families.gsm8k import lm_eval_random_draw
+from harness.items import fewshot
 from harness.items.race_articles import gold_index, race_articles
 from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
 from harness.requests import Item
@@ -55,7 +54,7 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
                 f"{row}: {shots} shots asked but only {len(articles) - 1} other articles exist; lower --num-fewshot"
             )
         seed = spec.options.get("fewshot_seed", 1234)
-        rnd = random.Random(seed)
+        sampler = fewshot.LmEvalSampler(articles, seed)
         source = f"other articles of {level} {spec.split}, random.Random({seed})" if shots else None
         if spec.options.get("last_question_only"):
             # race_lm_eval: lm-eval's docs exactly, one per article (doc_id = the article's position)
@@ -65,7 +64,7 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
         items: list[Item] = []
         # One draw per item, in item order, so --limit keeps the first items' exemplars.
         for doc_id, (position, article, question) in enumerate(islice(order, opts.limit)):
-            picked = lm_eval_random_draw(rnd, articles, shots, eval_doc=article) if shots else []
+            picked = sampler.draw(shots, eval_doc=article)
             meta: dict[str, Any] = {
                 "level": level,
                 "article": position,

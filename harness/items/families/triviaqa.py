@@ -12,12 +12,10 @@ way so the exemplars are lm-eval's.  ``doc_id`` is the row's position in the val
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-from harness.items import sources
+from harness.items import fewshot, sources
 from harness.errors import UserError
-from harness.items.families.gsm8k import lm_eval_random_draw
 from harness.items.registry import BuildOptions, TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
 
@@ -30,11 +28,11 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
     shots = spec.num_fewshot
     rows, pool = sources.hub_rows_and_shot_pool(spec, opts)
 
-    rnd = random.Random(spec.options.get("fewshot_seed", 1234))
+    sampler = fewshot.LmEvalSampler(pool, spec.options.get("fewshot_seed", 1234))
     items = []
     # Draws advance one generator item by item, so --limit N stops after the first N items.
     for doc_id, row in enumerate(rows[: opts.limit]):
-        picked = lm_eval_random_draw(rnd, pool, shots, eval_doc=row) if shots else []
+        picked = sampler.draw(shots, eval_doc=row)
         context = "".join(
             prompt["exemplar"].format_map(exemplar_fields(pool[i])) + prompt["fewshot_delimiter"] for i in picked
         )

@@ -1,0 +1,134 @@
+"""A checkpoint's files and what names them exactly: the sha256 of a file or of a folder's weight,
+config and tokenizer files, the commit a hub revision resolves to (online or from the local HF
+cache, as ``HF_HUB_OFFLINE`` says), and where dequantized GGUF files are kept.
+
+Nothing here loads weights; ``harness.engine.models`` does, and re-exports these names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from harness.errors import UserError
+
+# Files of an HF folder that change what the model computes or how text is tokenized.  README,
+# licences and images are left out so editing a model card keeps the hash.
+_CONTENT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt", ".tiktoken", ".py", ".jinja")
+_NON_CONTENT = {"README.md", "LICENSE", "LICENSE.txt", "NOTICE", "NOTICE.txt"}
+
+_HASH_CHUNK = 1 << 20
+
+# The files a tokenizer is built from (transformers' names across fast, slow and SentencePiece tokenizers).
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
+)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks so multi-GB checkpoints never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_content_hash(folder: Path) -> str:
+    """sha256 over the weight, config and tokenizer files at the top of ``folder``: each file's name,
+    size and bytes, in sorted name order (the size keeps one file's tail from passing for the next's name)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not path.is_file() or path.name in _NON_CONTENT or not path.name.endswith(_CONTENT_SUFFIXES):
+            continue
+        digest.update(path.name.encode("utf-8") + b"\0")
+        digest.update(path.stat().st_size.to_bytes(8, "little"))
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tokenizer_files_digest(folder: Path) -> str | None:
+    """sha256 over the tokenizer files of a checkpoint folder (names and bytes); None when it has none."""
+    digest = hashlib.sha256()
+    found = False
+    for name in TOKENIZER_FILES:
+        path = folder / name
+        if path.is_file():
+            found = True
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest() if found else None
+
+
+def default_gguf_cache_dir() -> Path:
+    """``$HARNESS_CACHE/gguf`` when set (the harness's cache root), else ``~/.cache/emergence-harness/gguf``."""
+    root = os.environ.get("HARNESS_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "emergence-harness"
+    return base / "gguf"
+
+
+def revision_label(model: str, revision: str | None) -> str:
+    """How messages name a checkpoint: ``'org/name' (revision 'step1000')``, or just the model."""
+    return f"{model!r} (revision {revision!r})" if revision else repr(model)
+
+
+def has_safetensors(files: list[str]) -> bool:
+    return any(name.endswith(".safetensors") for name in files)
+
+
+def resolve_hub_revision(model: str, revision: str | None) -> tuple[str, list[str]]:
+    """The commit ``revision`` of hub model ``model`` points to, and the files of that commit.
+
+    The commit comes from the hub when it can be reached, else from the local HF cache (its
+    ``refs/<revision>`` file names the snapshot folder); ``snapshot_download`` does both and, limited to
+    config.json, fetches nothing heavy.  The file list (what the snapshot folder holds) says whether
+    safetensors exist.
+    """
+    label = revision_label(model, revision)
+    try:
+        snapshot = Path(
+            snapshot_download(
+                model,
+                revision=revision,
+                allow_patterns=["config.json"],
+                local_files_only=bool(hub_constants.HF_HUB_OFFLINE),
+            )
+        )
+    except GatedRepoError:
+        raise UserError(f"hub model {model!r} is gated; accept its licence on the hub and set HF_TOKEN") from None
+    except RevisionNotFoundError:
+        raise UserError(f"hub model {model!r} has no revision {revision!r}; pass a branch, tag or commit it has") from None
+    except (RepositoryNotFoundError, HFValidationError):
+        raise UserError(
+            f"no such folder or hub model {model!r}; pass a local checkpoint folder, a .gguf file or a hub id"
+        ) from None
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        raise UserError(
+            f"hub model {label} is not in the local HF cache ({hub_constants.HF_HUB_CACHE}) and the hub could not "
+            "be reached or HF_HUB_OFFLINE=1; download it once online, or pass a local checkpoint folder"
+        ) from None
+    # What the snapshot holds: all of a cached model offline; online, maybe only config.json, in
+    # which case from_pretrained's own default (safetensors first) decides.
+    files = [p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()]
+    return snapshot.name, files
+
+
+def hub_tokenizer_folder(model: str, commit: str) -> Path:
+    """The cached snapshot folder of ``model`` at ``commit`` with its tokenizer files fetched (small)."""
+    return Path(snapshot_download(
+        model, revision=commit, allow_patterns=list(TOKENIZER_FILES),
+        local_files_only=bool(hub_constants.HF_HUB_OFFLINE),
+    ))

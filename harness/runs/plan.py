@@ -1,0 +1,117 @@
+"""What a run will do, decided before any model is loaded: every task's items (built once), the
+checkpoints, and the units of work (checkpoint × task, and the loss) that this shard owns.
+
+    plan_sweep:      items built once ─► each model's checkpoints discovered ─► units this shard owns
+    plan_checkpoint: the same for one checkpoint named on the command line (``harness eval``) or
+                     held in memory (``harness.evaluate_model``): eval is a sweep of one checkpoint
+
+Where a checkpoint's results go:
+  - a sweep: ``<out>/<model name>/<revision or checkpoint folder name>``, fixed by the plan, so shards
+    agree on it without loading anything (two checkpoints that would share one are refused);
+  - one checkpoint: ``<out>/<readable slug>-<hash of its identity>`` (resolved first: a local
+    folder's content hash, a hub revision's commit): paths that end alike (``a/run/checkpoint-60``,
+    ``b/run/checkpoint-60``) never share one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import store
+from harness.errors import UserError
+from harness.items import registry
+from harness.items.rows import TaskRows, build_task_rows
+from harness.runs.checkpoints import Checkpoint
+from harness.runs.sweep_config import ModelSweep, SweepConfig
+from harness.runs.units import LOSS_UNIT, CheckpointIdentity, identity_digest, items_sha256, plan_id
+
+
+@dataclass(frozen=True)
+class PlannedCheckpoint:
+    model: ModelSweep
+    checkpoint: Checkpoint
+    out_dir: Path  # checkpoint_out_dir (a sweep) or eval_out_dir (one named checkpoint)
+    units: tuple[str, ...]  # the task labels (and "loss") this shard owns for this checkpoint
+    identity: CheckpointIdentity | None = None  # when known before preparing (one named checkpoint)
+
+
+@dataclass
+class SweepPlan:
+    checkpoints: list[PlannedCheckpoint]  # only those with units owned by this shard, in step order
+    task_rows: dict[str, TaskRows]  # label -> items, built once for the whole run
+    items_sha256: dict[str, str]  # label -> digest of its items
+    notes: list[str]
+    units_in_sweep: int  # over all shards
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@+-]+", "_", text.replace("/", "__")).strip("_.") or "model"
+
+
+def checkpoint_out_dir(out: Path, model: ModelSweep, checkpoint: Checkpoint) -> Path:
+    """A sweep's folder: ``<out>/<model name>/<revision or checkpoint folder name>``."""
+    name = checkpoint.revision or Path(checkpoint.model.rstrip("/\\")).name
+    if checkpoint.revision is None and checkpoint.model.rstrip("/\\") == model.name.rstrip("/\\"):
+        name = "checkpoint"  # the model's folder is itself its only checkpoint
+    return Path(out) / _slug(model.name) / _slug(name)
+
+
+def eval_out_dir(out: Path, checkpoint: Checkpoint, identity: CheckpointIdentity, label: str | None = None) -> Path:
+    """One checkpoint's folder: ``<out>/<slug of label or model@revision>-<identity digest>``."""
+    digest = identity_digest(identity)
+    return Path(out) / store.checkpoint_dirname(label or checkpoint.model, None if label else checkpoint.revision, digest)
+
+
+def _built_tasks(config: SweepConfig) -> tuple[dict[str, TaskRows], dict[str, str]]:
+    selections = list({s.label: s for s in registry.resolve(list(config.tasks))}.values()) if config.tasks else []
+    built = {b.selection.label: b for b in build_task_rows(selections, config.build_options())}
+    return built, {label: items_sha256(b.rows) for label, b in built.items()}
+
+
+def _labels(built: dict[str, TaskRows], model: ModelSweep) -> list[str]:
+    return list(built) + ([LOSS_UNIT] if model.loss is not None else [])
+
+
+def plan_sweep(config: SweepConfig) -> SweepPlan:
+    """Build every task's items (data errors surface before any model loads), find every model's
+    checkpoints, and keep the units this shard owns."""
+    built, digests = _built_tasks(config)
+    planned: list[PlannedCheckpoint] = []
+    notes: list[str] = []
+    total = 0
+    owners: dict[Path, str] = {}
+    for model in config.models:
+        discovery = model.discover()
+        notes.extend(discovery.notes)
+        labels = _labels(built, model)
+        for checkpoint in discovery.checkpoints:
+            out_dir = checkpoint_out_dir(config.out, model, checkpoint)
+            if owners.setdefault(out_dir, checkpoint.label) != checkpoint.label:
+                raise UserError(
+                    f"{owners[out_dir]} and {checkpoint.label} would share the results folder {out_dir}; "
+                    "give the models distinct names (name: in the config, --name)"
+                )
+            total += len(labels)
+            owned = tuple(label for label in labels if config.shard.owns(plan_id(model.name, checkpoint, label)))
+            if owned:
+                planned.append(PlannedCheckpoint(model, checkpoint, out_dir, owned))
+    return SweepPlan(planned, built, digests, notes, total)
+
+
+def plan_checkpoint(
+    config: SweepConfig, checkpoint: Checkpoint, identity: CheckpointIdentity, label: str | None = None,
+    built: tuple[dict[str, TaskRows], dict[str, str]] | None = None,
+) -> SweepPlan:
+    """The plan of one checkpoint of ``config.models[0]`` whose identity is known, into
+    ``eval_out_dir``: the units this shard owns (``--shard`` splits the tasks of one checkpoint as
+    it splits a sweep's; processes of one launch split each unit's items instead).  ``built``: task
+    items built earlier (a training run evaluates the same items at every step)."""
+    (model,) = config.models
+    built_rows, digests = built if built is not None else _built_tasks(config)
+    labels = _labels(built_rows, model)
+    owned = tuple(label for label in labels if config.shard.owns(plan_id(model.name, checkpoint, label)))
+    out_dir = eval_out_dir(config.out, checkpoint, identity, label)
+    planned = [PlannedCheckpoint(model, checkpoint, out_dir, owned, identity)] if owned else []
+    return SweepPlan(planned, built_rows, digests, [], len(labels))
