@@ -9,8 +9,10 @@ Nothing finished is ever redone or lost: a unit's file appears (atomically) only
 its item log is flushed as it grows (a rerun resumes after the last item scored), and a failure in
 one checkpoint or unit is recorded and passed over.  Under ``accelerate launch``/``torchrun`` every
 process loads the checkpoint and scores every ``world``-th item of each chunk; the main process
-gathers the records in item order and writes.  See ``harness.store`` for the files and
-``harness.runs.units`` for the keys.
+gathers the records in item order and writes.  Two limits of that: the corpus loss is measured by
+the main process alone (the others wait at the next gather), and a checkpoint that loads in some
+processes but not others leaves them at different gathers (they must see the same files).  See
+``harness.store`` for the files and ``harness.runs.units`` for the keys.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def _run_plan(run: _Run, memory: InMemory | None) -> None:
                 from harness.engine.batching import release_memory
 
                 release_memory(device_type)
-        view = store.merged_results(planned.out_dir) if run.loggers is not None else None
+        view = store.merged_results(planned.out_dir) if run.loggers is not None and run.ranks.is_main else None
         if view is not None:
             run.loggers.log_results(planned.model.name, view, planned.checkpoint.step)
         run.stop.check()
