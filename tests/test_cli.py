@@ -240,3 +240,14 @@ def test_loss_batch_size_is_auto_by_default_and_range_checked(tiny_model_dir, co
     with pytest.raises(SystemExit) as exit_info:
         main([*flags, "--batch-size", "many"])
     assert exit_info.value.code == 2 and "batch size must be an integer or 'auto'" in capsys.readouterr().err
+
+
+def test_prompt_shows_how_a_bigbench_answer_is_read(capsys):
+    """Beside the prompt, a BIG-bench generative item's targets, its output regex (BIG-bench's default
+    when the task sets none), its stop strings and its metrics: what scoring applies to the generation."""
+    from harness.cli import main
+
+    assert main(["prompt", "--task", "bigbench:word_unscrambling", "--index", "0", "--data-dir", str(DATA)]) == 0
+    info = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert info["output_regex"] == "[^\\.\\?\\!\\;\\n]+" and "stop_string" not in info
+    assert info["metrics"] == ["exact_match"] and info["max_new_tokens"] == 256 and info["targets"]

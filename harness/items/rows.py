@@ -54,4 +54,9 @@ def item_answers(item: Item) -> dict:
             info.update(contexts=list(item.contexts))
     else:
         info.update(targets=list(item.targets), stop=list(item.stop), max_new_tokens=item.max_new_tokens)
+        # how the answer is read from the generation (BIG-bench): the prompt alone does not show it
+        info.update({name: value for name, value in (("stop_string", item.stop_string), ("output_regex", item.output_regex))
+                     if value is not None})
+    if item.metrics:
+        info.update(metrics=list(item.metrics))
     return info
