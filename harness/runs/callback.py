@@ -26,8 +26,9 @@ from transformers import TrainerCallback
 
 from harness import store
 from harness.errors import UserError
-from harness.runs.in_process import evaluate_model, parse_tasks, task_rows_once
+from harness.runs.in_process import evaluate_model, parse_tasks, tasks_once
 from harness.runs.loggers import harness_scalars
+from harness.runs.unit_files import now
 from harness.items.registry import BuildOptions
 
 # examples looked at to find a fixed sequence length in the training set
@@ -105,13 +106,13 @@ class EvalCallback(TrainerCallback):
             limit=self.options["limit"], num_fewshot=self.options["num_fewshot"],
             bigbench_mode=self.options["bigbench_mode"],
         )
-        built = task_rows_once(self.tasks, opts)  # the items every evaluation of this run scores
+        built, _ = tasks_once(self.tasks, opts)  # the items every evaluation of this run scores
         self._run_tokens_per_step, source = self._tokens_per_step(args, train_dataloader)
         if state.is_world_process_zero:
             self._event("start", name=self._run_name(args), tasks=list(self.tasks), limit=self.options["limit"],
                         every=self.every,
                         tokens_per_step=self._run_tokens_per_step, tokens_per_step_source=source,
-                        items={row: [item.doc_id for item in items] for b in built for row, items in b.rows.items()})
+                        items={row: [item.doc_id for item in items] for b in built.values() for row, items in b.rows.items()})
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if self.every != "save" and state.global_step % self.every == 0:
@@ -157,10 +158,7 @@ class EvalCallback(TrainerCallback):
         return self.name or Path(args.output_dir).name
 
     def _event(self, kind: str, **fields: Any) -> None:
-        import datetime as dt
-
-        record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), "event": kind, **fields}
-        store.append_jsonl(self.out / "logs" / "callback.jsonl", [record])
+        store.append_jsonl(self.out / "logs" / "callback.jsonl", [{"time": now(), "event": kind, **fields}])
 
     def _tokens_per_step(self, args, train_dataloader) -> tuple[int | None, str | None]:
         if self.tokens_per_step is not None:

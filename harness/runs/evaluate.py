@@ -65,9 +65,8 @@ def evaluate(spec: EvalSpec, log=print, loggers: Any = None) -> EvalOutcome:
     from harness.runs.distributed import launched_ranks
 
     identity = checkpoint_identity(spec.checkpoint, dtype_name(spec.config.dtype, spec.config.device))
-    plan = plan_checkpoint(spec.config, spec.checkpoint, identity)
-    summary = run_sweep(spec.config, log=log, loggers=loggers, plan=plan)
     folder = eval_out_dir(spec.config.out, spec.checkpoint, identity)
+    summary = run_sweep(spec.config, log=log, loggers=loggers, plan=plan_checkpoint(spec.config, spec.checkpoint, identity, folder))
     results = folder / store.RESULTS_NAME if launched_ranks().is_main else None
     return EvalOutcome(results, summary)
 

@@ -27,30 +27,28 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from harness.items import registry
 from harness.items.registry import BuildOptions
-from harness.items.rows import TaskRows, build_task_rows
 from harness.runs import distributed, units
 from harness.runs.checkpoints import Checkpoint
 from harness.runs.loss_sources import LossSettings, loss_settings
-from harness.runs.plan import eval_out_dir, plan_checkpoint
-from harness.runs.prepare import InMemory
+from harness.runs.plan import BuiltTasks, build_tasks, eval_out_dir, plan_checkpoint
+from harness.runs.prepare import InMemory, model_device
 from harness.runs.sweep import run_sweep
 from harness.runs.sweep_config import ModelSweep, SweepConfig, validated
-from harness.runs.units import items_sha256
 
-# built once per process: (task list, build options) -> rendered items; tokenizer fingerprint -> encodings
-_TASK_ROWS: dict[tuple[tuple[str, ...], BuildOptions], list[TaskRows]] = {}
+# built once per process: (task list, build options) -> rendered items and their digests;
+# tokenizer fingerprint -> encodings
+_TASKS: dict[tuple[tuple[str, ...], BuildOptions], BuiltTasks] = {}
 _ENCODINGS: dict[str, dict[str, tuple[int, ...]]] = {}
 
 
-def task_rows_once(tasks: tuple[str, ...], opts: BuildOptions) -> list[TaskRows]:
-    """Every selected task's items, built on the first call and reused by later ones (the same items,
-    and with ``limit`` the same first N of each (sub)task, at every step of a run)."""
+def tasks_once(tasks: tuple[str, ...], opts: BuildOptions) -> BuiltTasks:
+    """Every selected task's items and their digests, built on the first call and reused by later
+    ones (the same items, and with ``limit`` the same first N of each (sub)task, at every step of a run)."""
     key = (tasks, opts)
-    if key not in _TASK_ROWS:
-        _TASK_ROWS[key] = build_task_rows(registry.resolve(list(tasks)), opts)
-    return _TASK_ROWS[key]
+    if key not in _TASKS:
+        _TASKS[key] = build_tasks(tasks, opts)
+    return _TASKS[key]
 
 
 def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
@@ -98,7 +96,7 @@ def evaluate_model(
     """
     log = log or (lambda message: None)
     tasks = parse_tasks(tasks)
-    device = InMemory((model, tokenizer, None)).device
+    device = model_device(model)
     ranks, _ = distributed.join(device)
     with training_state_kept(model):
         if checkpoint_dir is not None:
@@ -124,13 +122,12 @@ def evaluate_model(
                 device=device, batch_size=batch_size, add_bos_token=add_bos_token, prefix_cache=prefix_cache,
                 prefetch=False, progress=progress,
             ))
-            rows = task_rows_once(tasks, config.build_options())
-            built = ({b.selection.label: b for b in rows}, {b.selection.label: items_sha256(b.rows) for b in rows})
             checkpoint = Checkpoint(model_name, None, step)
             # a saved folder's results go where `harness eval --model <folder>` looks; a run's
             # in-memory states are told apart by step, and the identity's digest tells runs apart
             label = None if checkpoint_dir is not None else (f"{model_name}/step-{step}" if step is not None else model_name)
-            plan = plan_checkpoint(config, checkpoint, identity, label, built)
+            out_dir = eval_out_dir(root, checkpoint, identity, label)
+            plan = plan_checkpoint(config, checkpoint, identity, out_dir, tasks_once(tasks, config.build_options()))
             info = _model_info(model, tokenizer, model_name, identity)
             summary = run_sweep(config, log=log, plan=plan, memory=InMemory((model, tokenizer, info), _ENCODINGS))
             if summary.interrupted:
@@ -141,7 +138,7 @@ def evaluate_model(
                 return pd.DataFrame(columns=COLUMNS)
             from harness.analysis.table import results_table
 
-            return results_table(eval_out_dir(root, checkpoint, identity, label))
+            return results_table(out_dir)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from pathlib import Path
 from harness import store
 from harness.errors import UserError
 from harness.items import registry
+from harness.items.registry import BuildOptions
 from harness.items.rows import TaskRows, build_task_rows
 from harness.runs.checkpoints import Checkpoint
 from harness.runs.sweep_config import ModelSweep, SweepConfig
@@ -64,9 +65,14 @@ def eval_out_dir(out: Path, checkpoint: Checkpoint, identity: CheckpointIdentity
     return Path(out) / store.checkpoint_dirname(label or checkpoint.model, None if label else checkpoint.revision, digest)
 
 
-def _built_tasks(config: SweepConfig) -> tuple[dict[str, TaskRows], dict[str, str]]:
-    selections = list({s.label: s for s in registry.resolve(list(config.tasks))}.values()) if config.tasks else []
-    built = {b.selection.label: b for b in build_task_rows(selections, config.build_options())}
+# label -> the task's items, and label -> the digest of its items (what the unit keys hash)
+BuiltTasks = tuple[dict[str, TaskRows], dict[str, str]]
+
+
+def build_tasks(tasks: tuple[str, ...], opts: BuildOptions) -> BuiltTasks:
+    """Every selected task's items (a task named twice is built once) and their digests."""
+    selections = list({s.label: s for s in registry.resolve(list(tasks))}.values()) if tasks else []
+    built = {b.selection.label: b for b in build_task_rows(selections, opts)}
     return built, {label: items_sha256(b.rows) for label, b in built.items()}
 
 
@@ -77,7 +83,7 @@ def _labels(built: dict[str, TaskRows], model: ModelSweep) -> list[str]:
 def plan_sweep(config: SweepConfig) -> SweepPlan:
     """Build every task's items (data errors surface before any model loads), find every model's
     checkpoints, and keep the units this shard owns."""
-    built, digests = _built_tasks(config)
+    built, digests = build_tasks(config.tasks, config.build_options())
     planned: list[PlannedCheckpoint] = []
     notes: list[str] = []
     total = 0
@@ -101,17 +107,16 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
 
 
 def plan_checkpoint(
-    config: SweepConfig, checkpoint: Checkpoint, identity: CheckpointIdentity, label: str | None = None,
-    built: tuple[dict[str, TaskRows], dict[str, str]] | None = None,
+    config: SweepConfig, checkpoint: Checkpoint, identity: CheckpointIdentity, out_dir: Path,
+    built: BuiltTasks | None = None,
 ) -> SweepPlan:
-    """The plan of one checkpoint of ``config.models[0]`` whose identity is known, into
-    ``eval_out_dir``: the units this shard owns (``--shard`` splits the tasks of one checkpoint as
+    """The plan of one checkpoint of ``config.models[0]`` whose identity is known, into ``out_dir``
+    (``eval_out_dir``): the units this shard owns (``--shard`` splits the tasks of one checkpoint as
     it splits a sweep's; processes of one launch split each unit's items instead).  ``built``: task
     items built earlier (a training run evaluates the same items at every step)."""
     (model,) = config.models
-    built_rows, digests = built if built is not None else _built_tasks(config)
+    built_rows, digests = built if built is not None else build_tasks(config.tasks, config.build_options())
     labels = _labels(built_rows, model)
     owned = tuple(label for label in labels if config.shard.owns(plan_id(model.name, checkpoint, label)))
-    out_dir = eval_out_dir(config.out, checkpoint, identity, label)
     planned = [PlannedCheckpoint(model, checkpoint, out_dir, owned, identity)] if owned else []
     return SweepPlan(planned, built_rows, digests, [], len(labels))

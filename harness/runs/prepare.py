@@ -37,8 +37,13 @@ class InMemory:
 
     @property
     def device(self) -> str:
-        first = next(self.loaded[0].parameters(), None)
-        return str(first.device) if first is not None else "cpu"
+        return model_device(self.loaded[0])
+
+
+def model_device(model: Any) -> str:
+    """Where a loaded model's weights are (its first parameter's device)."""
+    first = next(model.parameters(), None)
+    return str(first.device) if first is not None else "cpu"
 
 
 @dataclass
