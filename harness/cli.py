@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import NonFiniteOutput, UserError
+from harness.errors import (
+    NonFiniteOutput, UserError, check_input_dir, check_out_dir, check_output_file, check_whole_number, not_utf8,
+)
 
 
 def _batch_size(value: str) -> int | str:
-    if value == "auto":
-        return value
+    # lm-eval's auto:N recomputes the largest batch N times as items get shorter; ours backs off on
+    # out-of-memory at every batch, which serves the same end
+    if value == "auto" or re.fullmatch(r"auto:\d+", value):
+        return "auto"
     try:
         size = int(value)
     except ValueError:
@@ -41,6 +46,20 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-fewshot", type=int, help="override the task's number of shots")
     parser.add_argument("--prompt", dest="prompt_type", choices=["zeroshot", "fewshot", "cot"], help="override the task's prompt type")
     parser.add_argument("--bigbench-mode", choices=["auto", "gen", "mc"], default="auto", help="BIG-bench tasks with both forms: generative (default) or multiple choice")
+    parser.add_argument(
+        "--max-new-tokens", type=_max_new_tokens, metavar="N|auto",
+        help="cap the tokens generated per item (default: the task's own); auto: from the targets, for tasks that read "
+             "the answer at the start of the generation (BIG-bench, TriviaQA), which a model that answers never reaches",
+    )
+
+
+def _max_new_tokens(value: str) -> int | str:
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of tokens or auto, got {value!r}") from None
 
 
 def _task_file(value: str) -> tuple[str, str]:
@@ -65,8 +84,16 @@ def _add_log_to_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, as every other error (exit 2): the problem and
+    where to read the fix, not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    parser = _Parser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("eval", help="evaluate one checkpoint on tasks, with its pre-training loss")
@@ -81,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-prefix-cache", action="store_true", help="plain path: every request forwarded whole (the reference for the prefix cache)")
     ev.add_argument("--stats", action="store_true", help="print tokens forwarded vs a naive per-request evaluation, per task")
     ev.add_argument("--out", type=Path, default=Path("results"))
+    ev.add_argument("--name", help="the model's name in the table and its results folder <out>/<name>/<checkpoint> "
+                    "(default: the hub id, or the run folder of runs/<run>/checkpoint-N)")
     ev.add_argument("--shard", help="i/n: run the i-th of n disjoint parts of the checkpoint's tasks (and loss), as a sweep's shards")
     ev.add_argument("--save-every", type=int, default=256, help="items scored between two flushes of a task's item log (a rerun resumes after them)")
     ev.add_argument("--no-progress", action="store_true")
@@ -195,8 +224,13 @@ def cmd_eval(args) -> int:
         bigbench_mode=args.bigbench_mode, add_bos_token=args.add_bos_token, prefix_cache=not args.no_prefix_cache,
         trust_remote_code=args.trust_remote_code, out=args.out, progress=not args.no_progress,
         task_files=tuple(args.task_files), data_revision=args.data_revision, save_every=args.save_every,
-        shard=parse_shard(args.shard) if args.shard is not None else Shard(),
+        shard=parse_shard(args.shard) if args.shard is not None else Shard(), name=args.name,
+        max_new_tokens=args.max_new_tokens,
     )
+    _check_model(args)
+    _check_task_inputs(args)
+    _check_log_to(log_targets)
+    check_out_dir(spec.config.out)
     with _loggers(log_targets, spec.config.out) as loggers:
         outcome = evaluate(spec, log=_log, loggers=loggers)
     if outcome.results is None:
@@ -212,6 +246,52 @@ def cmd_eval(args) -> int:
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- inputs checked before any work
+
+
+def _check_model(args) -> None:
+    """``--model`` (and ``--revision``) name something loadable: see ``models.check_model_source``."""
+    from harness.engine.models import check_model_source
+
+    check_model_source(args.model, args.revision, trust_remote_code=args.trust_remote_code)
+
+
+def _check_task_inputs(args) -> None:
+    """``--data-dir`` is a folder, each local ``--task-file`` a file."""
+    if getattr(args, "data_dir", None) is not None:
+        check_input_dir(args.data_dir, "--data-dir", "the folder holding the local copies (mmlu/, gsm8k/, bigbench/...)")
+    for task, source in getattr(args, "task_files", None) or ():
+        path = Path(source).expanduser()
+        if path.is_dir():
+            raise UserError(f"--task-file {task}={source} is a folder; pass a .jsonl file or a hub id OWNER/NAME")
+        if path.suffix.lower() in (".jsonl", ".json") and not path.is_file():
+            raise UserError(f"--task-file {task}={source} does not exist; pass an existing .jsonl file or a hub id OWNER/NAME")
+
+
+def _check_log_to(targets: list) -> None:
+    for target in targets:
+        if target.kind == "tensorboard":
+            check_out_dir(Path(target.where), f"--log-to tensorboard:{target.where}")
+
+
+def _check_results_input(path: Path, what: str) -> None:
+    """A results folder, or one results ``.json``, where one is expected (``harness table``,
+    ``harness compare``); a table file there is named as such; every results file under it is readable."""
+    from harness.analysis.points import TABLE_SUFFIXES, check_results_files
+
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+        raise UserError(f"{what} {path} is a table; this command reads results folders (the --out of harness eval, "
+                        "sweep or import-lm-eval) or a results.json; `harness report` reads tables")
+    if not path.exists():
+        raise UserError(f"{what} {path} does not exist; pass a results folder (the --out of harness eval or sweep)")
+    if path.is_file() and path.suffix.lower() != ".json":
+        raise UserError(f"{what} {path} is not a results folder or a results.json; pass the --out folder of "
+                        "harness eval or sweep")
+    if not check_results_files(path):
+        raise UserError(f"{what} {path} holds no results.json; pass the --out folder of harness eval, sweep or import-lm-eval")
 
 
 @contextmanager
@@ -246,6 +326,9 @@ def cmd_sweep(args) -> int:
     from harness.runs.sweep_config import config_from_flags
 
     log_targets = [parse_log_to(text) for text in args.log_to]
+    for path in args.checkpoints or ():
+        if path.is_file():
+            raise UserError(f"--checkpoints {path} is a file; pass a checkpoint folder (config.json, weights) or a folder of them")
     config = config_from_flags(
         config=args.config, preset=args.preset, sizes=args.sizes, model=args.model, revisions=args.revisions,
         checkpoints=args.checkpoints, name=args.name, size=args.size, tasks=args.tasks,
@@ -256,8 +339,11 @@ def cmd_sweep(args) -> int:
         batch_size=args.batch_size, add_bos_token=args.add_bos_token, trust_remote_code=args.trust_remote_code,
         prefix_cache=False if args.no_prefix_cache else None, save_every=args.save_every,
         prefetch=False if args.no_prefetch else None, progress=False if args.no_progress else None,
-        task_files=tuple(args.task_files) or None, data_revision=args.data_revision,
+        task_files=tuple(args.task_files) or None, data_revision=args.data_revision, max_new_tokens=args.max_new_tokens,
     )
+    _check_task_inputs(config)
+    _check_log_to(log_targets)
+    check_out_dir(config.out)
     with _loggers(log_targets, config.out) as loggers:
         summary = sweep.run_sweep(config, log=_log, loggers=loggers)
     print(summary.line())
@@ -268,8 +354,16 @@ def cmd_sweep(args) -> int:
 def cmd_loss(args) -> int:
     from harness.runs.evaluate import measure_loss
 
+    from harness.errors import check_run_values
+    from harness.runs.loss_sources import check_corpus
+
     if args.loss_corpus is None:
         raise UserError("harness loss needs --loss-corpus PATH (.txt or .jsonl with a 'text' field)")
+    check_run_values(batch_size=args.batch_size, loss_window=args.loss_window, loss_tokens=args.loss_tokens)
+    check_corpus(args.loss_corpus)
+    _check_model(args)
+    if args.out is not None:
+        check_out_dir(args.out)
     outcome, loss = measure_loss(
         args.model, out=args.out, log=_log, revision=args.revision, loss_corpus=args.loss_corpus,
         loss_window=args.loss_window, loss_tokens=args.loss_tokens, dtype=args.dtype, device=args.device,
@@ -294,9 +388,15 @@ def cmd_prompt(args) -> int:
     from harness.items.registry import BuildOptions
     from harness.items.rows import find_item, item_answers
 
+    check_whole_number("--index", args.index, 0, "it is the item's doc_id, its 0-based position in the split file")
+    check_whole_number("--num-fewshot", args.num_fewshot, 0, "0 is zero-shot; leave it out for the task's own number of shots")
+    if args.max_new_tokens != "auto":
+        check_whole_number("--max-new-tokens", args.max_new_tokens, 1, "tokens generated per item at most, or auto")
+    _check_task_inputs(args)
     item = find_item(args.task, args.index, BuildOptions(
         data_dir=args.data_dir, num_fewshot=args.num_fewshot, prompt_type=args.prompt_type,
         bigbench_mode=args.bigbench_mode, task_files=tuple(args.task_files), hub_revision=args.data_revision,
+        max_new_tokens=args.max_new_tokens,
     ))
     sys.stdout.write(item.context + "\n")
     print("-" * 40, file=sys.stderr)
@@ -308,9 +408,15 @@ def cmd_table(args) -> int:
     from harness.runs.sweep_config import parse_tokens_per_step
     from harness.analysis.table import render, results_table, with_task_loss
 
-    frame = results_table(args.path, parse_tokens_per_step(args.tokens_per_step))
+    tokens_per_step = parse_tokens_per_step(args.tokens_per_step)
+    _check_results_input(args.path, "harness table:")
+    if args.output is not None:
+        check_output_file(args.output)
+    frame = results_table(args.path, tokens_per_step)
     if args.loss_from_task:
         frame = with_task_loss(frame, args.loss_from_task)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
     text = render(frame, args.format, args.output)
     if text is not None:
         sys.stdout.write(text)
@@ -326,12 +432,22 @@ def cmd_import_lm_eval(args) -> int:
 def cmd_report(args) -> int:
     from harness.analysis import report
 
+    report.check_arguments(args)
+    check_whole_number("--seed", args.seed, 0, "any whole number >= 0 seeds the bootstraps, e.g. 0")
+    if not Path(args.results).exists():
+        raise UserError(f"{args.results} does not exist; pass a results folder or a table written by `harness table`")
+    check_out_dir(args.out)
     return report.run(args)
 
 
 def cmd_compare(args) -> int:
     from harness.analysis import compare
 
+    _check_results_input(args.ours, "harness compare: OURS")
+    _check_results_input(args.reference, "harness compare: REFERENCE")
+    ours = Path(args.ours)
+    args.out = args.out or (ours.parent if ours.is_file() else ours) / "compare"  # compare.run's default, checked here
+    check_out_dir(args.out)
     return compare.run(args)
 
 
@@ -339,8 +455,9 @@ def cmd_train_tiny(args) -> int:
     from harness.demo.pipeline import default_out, suite_config
     from harness.demo.tiny_suite import train_suite
 
-    settings = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
+    settings = _demo_settings(args)
     out = args.out or default_out(**settings) / "suite"
+    check_out_dir(out)
     manifest = train_suite(suite_config(**settings), out, log=_log)
     for size in manifest["sizes"]:
         print(f"{size['name']}: {size['params_non_embedding']:,} non-embedding parameters, checkpoints at steps "
@@ -352,8 +469,10 @@ def cmd_train_tiny(args) -> int:
 def cmd_demo(args) -> int:
     from harness.demo.pipeline import default_out, run_demo
 
-    settings = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
-    result = run_demo(args.out or default_out(**settings), **settings, log=_log)
+    settings = _demo_settings(args)
+    out = args.out or default_out(**settings)
+    check_out_dir(out)
+    result = run_demo(out, **settings, log=_log)
     source = args.loss_source
     print("\n".join(result.summaries[source]))
     if result.predictions[source]:
@@ -366,6 +485,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _demo_settings(args) -> dict:
+    check_whole_number("--seed", args.seed, 0, "the suite's seed, e.g. 0")
+    check_whole_number("--threads", args.threads, 1, "torch threads for training, e.g. 2")
+    return {"quick": args.quick, "seed": args.seed, "threads": args.threads}
+
+
 COMMANDS = {
     "eval": cmd_eval, "sweep": cmd_sweep, "loss": cmd_loss, "tasks": cmd_tasks, "prompt": cmd_prompt,
     "table": cmd_table, "import-lm-eval": cmd_import_lm_eval, "report": cmd_report, "compare": cmd_compare,
@@ -373,12 +498,56 @@ COMMANDS = {
 }
 
 
+# lm-eval's --model_args keys and the flags they stand for (the rest is refused with our equivalents)
+_MODEL_ARGS = {"pretrained": "--model", "revision": "--revision", "dtype": "--dtype", "device": "--device",
+               "trust_remote_code": "--trust-remote-code", "batch_size": "--batch-size", "add_bos_token": "--add-bos-token"}
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+
+def lm_eval_spellings(argv: list[str]) -> list[str]:
+    """lm-evaluation-harness habits in our flags: ``--num_fewshot`` for ``--num-fewshot`` (any flag),
+    and ``--model_args pretrained=X,revision=R,dtype=D,...`` for ``--model X --revision R --dtype D``.
+    A ``--model_args`` key with no flag of ours is a one-line error naming the ones that have one."""
+    out: list[str] = []
+    args = iter(argv)
+    for token in args:
+        flag, eq, value = token.partition("=")
+        if flag.startswith("--") and "_" in flag:
+            flag = flag.replace("_", "-")
+            token = flag + eq + value
+        if flag != "--model-args":
+            out.append(token)
+            continue
+        text = value if eq else next(args, "")
+        for pair in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, val = pair.partition("=")
+            if not sep or key not in _MODEL_ARGS:
+                known = ", ".join(f"{k} ({f})" for k, f in _MODEL_ARGS.items())
+                raise UserError(f"--model_args {pair!r}: not a key=value this harness maps; it maps {known}; "
+                                "pass other settings as our own flags (see harness eval --help)")
+            if key in ("trust_remote_code", "add_bos_token"):
+                if val.lower() not in _TRUE | _FALSE:
+                    raise UserError(f"--model_args {pair!r}: {key} must be True or False")
+                out.extend([_MODEL_ARGS[key]] if val.lower() in _TRUE else [])
+            else:
+                out.extend([_MODEL_ARGS[key], val])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        argv = lm_eval_spellings(list(sys.argv[1:] if argv is None else argv))
+    except UserError as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UserError as error:
         print(f"harness {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as error:  # a text file read somewhere without its own check: still one line, naming it
+        print(f"harness {args.command}: error: {not_utf8(_file_being_read(error) or 'a file given', error)}", file=sys.stderr)
         return 2
     except NonFiniteOutput as error:  # `harness loss` of a diverged checkpoint: a failure, not a number
         print(f"harness {args.command}: failed: {error}", file=sys.stderr)
@@ -386,6 +555,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; results already written are kept", file=sys.stderr)
         return 130
+
+
+def _file_being_read(error: BaseException) -> str | None:
+    """The file a reader was decoding when ``error`` was raised: the innermost frame of its traceback
+    with a local naming an existing file (``path``, ``file``, ``filename``...)."""
+    found = None
+    trace = error.__traceback__
+    while trace is not None:
+        for name in ("path", "file", "filename", "source", "entry"):
+            value = trace.tb_frame.f_locals.get(name)
+            if isinstance(value, (str, Path)) and str(value) and Path(value).is_file():
+                found = str(value)
+                break
+        trace = trace.tb_next
+    return found
 
 
 if __name__ == "__main__":

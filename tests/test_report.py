@@ -388,10 +388,18 @@ def test_published_results_get_a_loss_axis_from_lambada_perplexity(tmp_path, cap
         assert row.loss == pytest.approx(math.log(ppl.loc[(row.model, row.step)]), rel=1e-12)
         assert row.loss_source == "task:lambada_openai:perplexity"
     verdicts = pd.read_csv(out / "thresholds.csv")
-    assert set(verdicts["task"]) == {"sciq_pythia_v0", "piqa", "lambada_openai"}
-    assert verdicts["status"].isin(["emerged", "no emergence", "above reference from the start", "insufficient data"]).all()
+    # the proxy's own task is not analysed against its own perplexity, and the report says so
+    assert set(verdicts["task"]) == {"sciq_pythia_v0", "piqa"}
+    assert "lambada_openai is the loss proxy: it is not analysed against its own perplexity" in printed
+    assert verdicts["status"].isin(["emerged", "smooth rise", "no emergence", "above reference from the start",
+                                    "insufficient data"]).all()
+    # every heading and axis names the proxy, none says "pre-training loss"
+    md = (out / "report.md").read_text()
+    assert "## Performance against ln(lambada_openai perplexity) (a loss proxy)" in md
+    assert "## Correlation with the ln(lambada_openai perplexity) (a loss proxy)" in md
+    assert "Performance against pre-training loss" not in md and "Correlation with the pre-training loss" not in md
     models = set(points["series_label"])
-    for task in ("sciq_pythia_v0", "piqa", "lambada_openai"):
+    for task in ("sciq_pythia_v0", "piqa"):
         assert set(verdicts.loc[(verdicts["task"] == task) & (verdicts["scope"] != POOLED), "scope"]) == models
     # the same column through `harness table`, and a name the results do not hold is one line
     assert cli.main(["table", str(imported), "--loss-from-task", "lambada_openai:perplexity", "--output",

@@ -119,7 +119,7 @@ def _eval(model: Path, out: Path, *extra: str) -> int:
                      "--out", str(out), *FAST, *extra])
 
 
-def test_two_checkpoints_with_the_same_path_ending_are_both_kept(tmp_path):
+def test_two_checkpoints_with_the_same_path_ending_are_both_kept(tmp_path, capsys):
     from conftest import build_tiny_gpt_neox
     from harness.analysis import prediction
 
@@ -127,9 +127,16 @@ def test_two_checkpoints_with_the_same_path_ending_are_both_kept(tmp_path):
     second = build_tiny_gpt_neox(tmp_path / "b" / "run" / "checkpoint-60", seed=1)
     out = tmp_path / "out"
     loss = ["--loss-corpus", str(FIXTURES / "loss_corpus.jsonl"), "--loss-window", "64", "--loss-tokens", "256"]
-    assert _eval(first, out, *loss) == 0 and _eval(second, out, *loss) == 0
+    assert _eval(first, out, *loss) == 0
+    # both are "run" at checkpoint-60: one folder, one series in the report; other weights at another
+    # path are refused in one line, before any model is loaded, with the fix
+    capsys.readouterr()
+    assert _eval(second, out, *loss) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds the results of" in err and "--name" in err
+    assert _eval(second, out, *loss, "--name", "run-b") == 0
     folders = store.find_checkpoint_dirs(out)
-    assert len(folders) == 2 and all(f.name.startswith("run_checkpoint-60-") for f in folders)
+    assert sorted(f.relative_to(out).as_posix() for f in folders) == ["run-b/checkpoint-60", "run/checkpoint-60"]
     hashes = {json.loads((f / store.RESULTS_NAME).read_text())["model"]["content_hash"] for f in folders}
     assert len(hashes) == 2
     table = results_table(out)
@@ -146,11 +153,15 @@ def test_rows_kept_from_an_earlier_eval_keep_their_own_config(tiny_model_dir, tm
     (path,) = out.rglob(store.RESULTS_NAME)
     results = json.loads(path.read_text(encoding="utf-8"))
     # each row carries the record its unit key hashes: the settings that produced it
-    assert results["tasks"][TASK]["config"]["limit"] == 2  # from the first eval, not stamped with the second's
-    assert results["tasks"][TASK]["config"]["task"] == TASK
-    assert results["tasks"]["mmlu:abstract_algebra"]["config"]["limit"] == 3
-    assert results["tasks"][TASK]["unit_key"] != results["tasks"]["mmlu:abstract_algebra"]["unit_key"]
-    assert results["identity"] == results["tasks"][TASK]["config"]["checkpoint"]
+    # the view is the second eval's request; the first eval's row stays in the table with its own config
+    assert set(results["tasks"]) == {"mmlu:abstract_algebra"} and results["tasks"]["mmlu:abstract_algebra"]["config"]["limit"] == 3
+    assert results["identity"] == results["tasks"]["mmlu:abstract_algebra"]["config"]["checkpoint"]
+    table = results_table(out)
+    first, second = (table[table["task"] == task] for task in (TASK, "mmlu:abstract_algebra"))
+    assert set(first["limit"]) == {2} and set(second["limit"]) == {3}  # each row its own unit's settings
+    assert first["unit_key"].nunique() == 1 and set(first["unit_key"]).isdisjoint(second["unit_key"])
+    assert set(first["latest"]) == {False} and set(second["latest"]) == {True}
+    assert table["weights"].nunique() == 1
 
 
 def test_the_shards_of_one_eval_split_its_units_and_together_equal_the_whole(tiny_model_dir, tmp_path):
@@ -298,7 +309,7 @@ CONFIG_VALUES = [
     ("batch_size: 0", "--batch-size (batch_size:) 0: must be a whole number >= 1"),
     ("save_every: 0", "--save-every (save_every:) 0: must be a whole number >= 1"),
     ("loss: {corpus: CORPUS, window: 1}", "--loss-window (loss: window:) 1: must be a whole number >= 2"),
-    ("loss: {corpus: CORPUS, tokens: ten}", "--loss-tokens (loss: tokens:) 'ten': must be a whole number >= 2"),
+    ("loss: {corpus: CORPUS, tokens: ten}", "loss.tokens must be a whole number, got string 'ten'"),  # typed config (#19)
 ]
 
 

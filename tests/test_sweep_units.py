@@ -203,10 +203,13 @@ def test_every_scoring_name_of_the_spec_is_covered_by_a_key_test():
 
 
 def test_loss_keys_follow_their_settings():
-    base = LossUnitRecord(checkpoint=IDENTITY, checkpoint_ref="x", step=10, source="corpus", input_sha256="1" * 64,
-                          window=64, tokens=400)
+    base = LossUnitRecord(checkpoint=IDENTITY, step=10, source="corpus", input_sha256="1" * 64, window=64, tokens=400)
     assert unit_key(base) != unit_key(dataclasses.replace(base, window=128))
     assert unit_key(base) != unit_key(dataclasses.replace(base, input_sha256="2" * 64))
+    # a logged loss too is keyed by the weights: other weights in the same folder, another key
+    logged = dataclasses.replace(base, source="trainer-state", window=None, tokens=None)
+    other_weights = dataclasses.replace(IDENTITY, content_hash="f" * 64)
+    assert unit_key(logged) != unit_key(dataclasses.replace(logged, checkpoint=other_weights))
     # a task record and a loss record never share a key
     assert unit_key(base) != unit_key(_task_record())
 
@@ -236,9 +239,10 @@ def test_item_log_survives_a_torn_last_line(tmp_path):
     assert store.read_partial_jsonl(tmp_path / "missing.jsonl") == []
 
 
-def _unit(task, key, status, when, **extra):
+def _unit(task, key, status, when, weights="a" * 64, **extra):
     unit = {"task": task, "key": key, "status": status, "kind": "task" if task != "loss" else "loss",
-            "name": "m", "size": "s", "step": 10, "checkpoint": {"model": "m/checkpoint-10", "revision": None}}
+            "name": "m", "size": "s", "step": 10, "checkpoint": {"model": "m/checkpoint-10", "revision": None},
+            "record": {"checkpoint": {"model": None, "resolved_revision": None, "content_hash": weights, "dtype": "float32"}}}
     if status == "done":
         unit.update(finished=when, items=f"{key}.items.jsonl", tasks={task: {"metrics": {}}}, stats={}, model={"model": "m"})
     else:
@@ -246,23 +250,60 @@ def _unit(task, key, status, when, **extra):
     return {**unit, **extra}
 
 
-def test_merged_view_prefers_finished_units_and_the_latest_rerun(tmp_path):
+def test_the_view_is_the_request_never_the_latest_unit(tmp_path):
     checkpoint_dir = tmp_path / "out" / "m" / "checkpoint-10"
     units = checkpoint_dir / "units"
     units.mkdir(parents=True)
     for name, unit in {
         "k1.json": _unit("mmlu", "k1", "done", "2026-01-01T00:00:00"),
-        "k2.json": _unit("mmlu", "k2", "done", "2026-01-02T00:00:00"),  # a later rerun (other settings)
-        "failed-a.json": _unit("mmlu", None, "failed", "2026-01-03T00:00:00"),
+        "k2.json": _unit("mmlu", "k2", "done", "2026-01-02T00:00:00"),  # a later run with other settings
+        "failed-a.json": _unit("mmlu", "k4", "failed", "2026-01-03T00:00:00"),
         "failed-b.json": _unit("gsm8k", None, "failed", "2026-01-01T00:00:00"),
         "k3.json": {**_unit("loss", "k3", "done", "2026-01-01T00:00:00"), "loss": {"loss": 2.5, "source": "trainer-state"}},
+        "k5.json": {**_unit("loss", "k5", "done", "2026-01-04T00:00:00", weights="b" * 64), "loss": {"loss": 9.0, "source": "corpus"}},
     }.items():
         (units / name).write_text(json.dumps(unit))
-    view = store.merged_results(checkpoint_dir)
-    assert view["units"]["mmlu"] == {"key": "k2", "status": "done", "finished": "2026-01-02T00:00:00", "items": "units/k2.items.jsonl"}
-    assert view["failures"] == [{"task": "gsm8k", "error": "boom", "failed": "2026-01-01T00:00:00"}]
-    assert view["loss"] == {"loss": 2.5, "source": "trainer-state"}
+    # the request of the first settings: its own unit, though a later one of the same task exists
+    view = store.merged_results(checkpoint_dir, {"mmlu": "k1", "gsm8k": "k9", "loss": "k3"})
+    assert view["units"]["mmlu"] == {"key": "k1", "status": "done", "finished": "2026-01-01T00:00:00", "items": "units/k1.items.jsonl"}
+    assert view["failures"] == [{"task": "gsm8k", "error": "boom", "failed": "2026-01-01T00:00:00"}]  # failed before keys
+    assert view["loss"] == {"loss": 2.5, "source": "trainer-state"} and view["request"]["mmlu"] == "k1"
+    # a request whose unit failed shows that failure, not another configuration's scores
+    view = store.merged_results(checkpoint_dir, {"mmlu": "k4"})
+    assert view["tasks"] == {} and view["failures"][0]["task"] == "mmlu"
+    # no request recorded (no results.json): the latest weights' units only, never a join of two weights
+    fallback = store.merged_results(checkpoint_dir)
+    assert fallback["loss"] == {"loss": 9.0, "source": "corpus"} and fallback["tasks"] == {}
+    # a results.json written by a run names the request the default view follows
+    store.write_json_atomic(checkpoint_dir / store.RESULTS_NAME, {"request": {"mmlu": "k2"}})
+    assert store.merged_results(checkpoint_dir)["units"]["mmlu"]["key"] == "k2"
     assert store.find_checkpoint_dirs(tmp_path / "out") == [checkpoint_dir]
+
+
+def test_damaged_unit_files_and_item_lines_are_skipped_never_fatal(tmp_path):
+    checkpoint_dir = tmp_path / "m" / "checkpoint-10"
+    units = checkpoint_dir / "units"
+    units.mkdir(parents=True)
+    good = _unit("mmlu", "k1", "done", "2026-01-01T00:00:00")
+    (units / "k1.json").write_text(json.dumps(good))
+    (units / "k2.json").write_text(json.dumps(_unit("gsm8k", "k2", "done", "2026-01-01T00:00:00"))[:40])  # truncated
+    (units / "k3.json").write_bytes(b"\xff\xfe not utf-8")
+    (units / "k4.json").write_text("[1, 2]")  # valid JSON, not a unit
+    files = store.read_unit_files(checkpoint_dir)
+    assert [u["key"] for u in files.units] == ["k1"]
+    assert sorted(p.name for p, _ in files.unreadable) == ["k2.json", "k3.json", "k4.json"]
+    assert store.merged_results(checkpoint_dir, {"mmlu": "k1", "gsm8k": "k2"})["units"].keys() == {"mmlu"}
+    from harness.runs.unit_files import is_finished
+
+    warned = []
+    assert is_finished(checkpoint_dir, "k1", warned.append) and not is_finished(checkpoint_dir, "k2", warned.append)
+    assert len(warned) == 1 and "k2.json" in warned[0] and "runs again" in warned[0]
+
+    log = tmp_path / "u.items.jsonl"
+    log.write_text('{"doc_id": 0}\n{"doc_id": 1, "cho\n{"doc_id": 2}\n\n[3]\n{"doc_id": 4}\n{"doc_id": 5', encoding="utf-8")
+    records, bad = store.read_item_log(log)
+    # the bad line in the middle hides nothing after it; the torn last line is one more bad line
+    assert [r["doc_id"] for r in records] == [0, 2, 4] and bad == 3
 
 
 def test_sweep_config_file(tmp_path):
@@ -295,7 +336,7 @@ models:
     assert config.out == tmp_path / "out" and config.batch_size == 2
     small, pythia = config.models
     assert small.checkpoint_paths == (tmp_path / "runs" / "small",) and small.size == "70m"
-    assert small.name == str(tmp_path / "runs" / "small")
+    assert small.name == "small"  # the run folder's name, however its path is spelled (as eval and the callback name it)
     assert small.loss.kind == "corpus" and small.loss.corpus == tmp_path / "val.jsonl" and small.loss.window == 64
     assert small.tokens_per_step == 2_097_152
     assert pythia.revisions == ("step1000", "step2000", "step3000") and pythia.hub_model == "EleutherAI/pythia-160m"
@@ -317,6 +358,8 @@ def test_sweep_task_files_from_the_config_and_flags(tmp_path, monkeypatch):
 
     seen = []
     monkeypatch.setattr(sweep, "run_sweep", lambda config, log, loggers=None: seen.append(config) or (_ for _ in ()).throw(SystemExit(0)))
+    monkeypatch.chdir(tmp_path)  # a local --task-file must exist (checked before the sweep starts)
+    (tmp_path / "x.jsonl").write_text('{"context": "a", "choices": ["b", "c"], "label": 0}\n')
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--checkpoints", str(tmp_path), "--tasks", "clozet", "--task-file", "clozet=x.jsonl",
                   "--data-revision", "v1"])

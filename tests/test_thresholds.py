@@ -42,9 +42,10 @@ def accuracy_curve(eta: float | None, seed: int, sizes: int = 3, per_size: int =
     return Curve.of(loss, value, stderr, np.full(len(loss), items), "acc", True, 0.25)
 
 
-def test_the_four_statuses_are_the_published_strings():
-    assert thresholds.STATUSES == ("emerged", "no emergence", "above reference from the start", "insufficient data")
-    assert (EMERGED, NO_EMERGENCE, FROM_START, INSUFFICIENT) == thresholds.STATUSES
+def test_the_five_statuses_are_the_published_strings():
+    assert thresholds.STATUSES == ("emerged", "smooth rise", "no emergence", "above reference from the start",
+                                   "insufficient data")
+    assert (EMERGED, thresholds.SMOOTH_RISE, NO_EMERGENCE, FROM_START, INSUFFICIENT) == thresholds.STATUSES
 
 
 def test_broken_stick_at_2_2_is_recovered_within_its_interval():
@@ -74,7 +75,8 @@ def test_constant_above_chance_is_above_reference_from_the_start_not_emerged():
     t = emergence_threshold(accuracy_curve(None, seed=5, sizes=1, base=0.262, items=14042), resamples=200)
     assert t.status == FROM_START and t.eta is None
     assert t.reference.kind == "plateau" and t.reference.chance == 0.25 and t.reference.above_chance_p < 1e-6
-    assert t.describe().startswith(FROM_START + " (plateau 0.26")
+    assert t.describe().startswith(FROM_START + " (level 0.26")
+    assert "curve consistent with flat" in t.note
 
 
 def test_lower_is_better_continuous_metric_uses_a_weighted_plateau():
@@ -293,31 +295,35 @@ def _model(eta: float | None, seed: int, lowest: float = 1.8) -> Curve:
 def test_agreement_shared_and_apart():
     shared = agreement({"70m": _model(2.6, 0, lowest=2.4), "410m": _model(2.6, 1), "1b": _model(2.6, 2)}, resamples=300)
     assert shared.agree is True and shared.p_value >= 0.05 and shared.contrary == ()
-    assert shared.models == ("70m", "410m", "1b") and abs(shared.shared_eta - 2.6) < 0.1
-    assert shared.note.startswith("one shared η fits as well as one per model (p = ")
+    assert shared.models == ("70m", "410m", "1b")
+    assert shared.note.startswith("one curve of loss fits as well as one shifted per size (p = ")
+    assert shared.shift is not None and shared.shift_low <= 0.0 + 0.1 and shared.shift < 0.15
     apart = agreement({"410m": _model(3.0, 3), "1b": _model(2.3, 4)}, resamples=300)
-    assert apart.agree is False and apart.p_value < 0.05 and apart.note.startswith("one η per model fits better")
+    assert apart.agree is False and apart.p_value < 0.05
+    assert apart.note.startswith("one curve of loss shifted per size fits better")
+    # the rise of 410m starts 0.7 nats higher: the largest shift is 0.7, its interval holds it
+    assert apart.shift_pair == ("410m", "1b") and apart.shift_low <= 0.7 <= apart.shift_high
+    assert abs(apart.shift - 0.7) < 0.1
 
 
 def test_a_model_below_the_common_eta_that_never_rose_is_named():
     curves = {"70m": _model(None, 5), "410m": _model(2.6, 6), "1b": _model(2.6, 7)}
     a = agreement(curves, resamples=300)
-    assert a.contrary == ("70m",) and a.agree is False and a.models == ("410m", "1b")
-    assert "70m went well below the common η without emerging" in a.note
+    assert a.contrary == ("70m",) and a.agree is False and a.models == ("70m", "410m", "1b")
+    assert "off the common curve: 70m" in a.note
     # a small model that stops above η is no evidence either way
     stops_early = agreement({"70m": _model(None, 5, lowest=2.8), "410m": _model(2.6, 6), "1b": _model(2.6, 7)},
                             resamples=300)
     assert stops_early.contrary == () and stops_early.agree is True
 
 
-def test_agreement_is_undetermined_with_fewer_than_two_emerged_models():
-    a = agreement({"70m": _model(None, 8, lowest=2.8), "1b": _model(2.6, 9)}, resamples=200)
-    assert a.agree is None and a.p_value is None and a.models == ("1b",)
-    # thresholds passed in are used as given (the report computes them once)
-    given = {name: emergence_threshold(c, resamples=200) for name, c in {"a": _model(2.6, 10), "b": _model(2.6, 11)}.items()}
-    silenced = {"a": given["a"], "b": thresholds.Threshold(**{**given["b"].__dict__, "status": NO_EMERGENCE})}
-    b = agreement({"a": _model(2.6, 10), "b": _model(2.6, 11)}, resamples=200, thresholds=silenced)
-    assert b.models == ("a",) and b.p_value is None
+def test_agreement_is_undetermined_without_overlap_or_without_a_rise():
+    far = _model(2.6, 8)
+    high = Curve.of(far.loss + 3.0, far.value, far.stderr, far.n, "acc", True, 0.25)  # losses 4.8-6.6: no overlap
+    a = agreement({"70m": high, "1b": _model(2.6, 9)}, resamples=200)
+    assert a.agree is None and a.p_value is None and "fewer than two sizes overlap" in a.note
+    flat = agreement({"a": _model(None, 10), "b": _model(None, 11)}, resamples=200)
+    assert flat.agree is None and flat.p_value is None and "no curve rises" in flat.note
 
 
 def test_correlation_hand_computed_and_equal_to_scipy():

@@ -171,7 +171,9 @@ def test_log_to_tensorboard_from_eval_matches_the_callback(trained, tmp_path):
     theirs = {e.step: e.value for e in callback_events.Scalars(f"train/harness/{TASK}/target_logprob")}
     assert ours == {STEPS: pytest.approx(theirs[STEPS], abs=1e-6)}
     tags = set(accumulator.Tags()["scalars"])
-    assert "train/harness/loss" in tags and tags <= set(callback_events.Tags()["scalars"])
+    assert f"train/harness/{TASK}/exact_match" in tags and tags <= set(callback_events.Tags()["scalars"])
+    # the eval asked for no loss: it draws the numbers of its own request only, never the callback's loss
+    assert "train/harness/loss" not in tags
 
 
 def test_sweep_log_to_draws_the_same_series_as_the_callback(trained, tmp_path):
@@ -320,7 +322,7 @@ def test_evaluate_model_restores_modes_flags_and_random_states(tiny):
 
 def test_evaluate_model_keys_the_weights_in_memory(tiny, tmp_path):
     from harness import evaluate_model
-    from harness.analysis.table import COLUMNS
+    from harness.analysis.table import COLUMNS, results_table
 
     model, tokenizer = tiny
     common = {"data_dir": FIXTURES / "data", "limit": 1, "batch_size": 4, "out": tmp_path, "name": "tiny", "step": 7,
@@ -334,11 +336,19 @@ def test_evaluate_model_keys_the_weights_in_memory(tiny, tmp_path):
     with torch.no_grad():
         model.lm_head.weight[0, 0] += 1.0
     try:
-        evaluate_model(model, tokenizer, TASK, **common)
+        changed = evaluate_model(model, tokenizer, TASK, **common)
     finally:
         with torch.no_grad():
             model.lm_head.weight[0, 0] -= 1.0
-    assert len(list(tmp_path.rglob("results.json"))) == 2  # changed weights: a new identity, its own folder
+    # changed weights: a new identity, so new keys (the task and the loss run again) in the same
+    # <out>/tiny/step-7 folder; the returned rows and the table never mix the two weights' units
+    assert len(list(tmp_path.rglob("results.json"))) == 1 and len(list(tmp_path.rglob("units/*.json"))) == 4
+    assert changed["weights"].nunique() == 1 and set(changed["weights"]).isdisjoint(first["weights"])
+    table = results_table(tmp_path)
+    assert table["weights"].nunique() == 2
+    for _, rows in table.groupby("weights"):
+        assert rows["loss"].nunique() == 1 and rows["loss_unit_key"].nunique() == 1
+    assert table.groupby("weights")["loss"].first().nunique() == 2
 
 
 def test_callback_rejects_a_bad_schedule():

@@ -26,7 +26,7 @@ import pandas as pd
 
 from harness import store
 from harness.errors import UserError
-from harness.analysis.table import markdown_table, results_table
+from harness.analysis.table import markdown_table, one_configuration, results_table
 from harness.analysis.thresholds import is_proportion
 
 KEYS = ["model", "step", "task", "metric"]
@@ -63,8 +63,14 @@ class Comparison:
 
 
 def _done(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame[(frame["status"] == "done") & frame["value"].notna()]
+    frame = one_configuration(frame[(frame["status"] == "done") & frame["value"].notna()], KEYS)
     return frame[[*KEYS, "size", "parent", "primary", "higher_is_better", "value", "stderr", "n"]]
+
+
+def other_configurations(frame: pd.DataFrame) -> int:
+    """Rows of cells measured under more than one configuration that a comparison leaves out."""
+    done = frame[(frame["status"] == "done") & frame["value"].notna()]
+    return int(done.duplicated(KEYS).sum())
 
 
 def _reproduction(cells: pd.DataFrame, tolerance_items: float | None, float_tolerance: float) -> None:
@@ -211,8 +217,10 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--float-tolerance", args.float_tolerance), ("--tolerance-items", args.tolerance_items)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UserError(f"{flag} must be a number ≥ 0, got {value}")
-    comparison = compare(args.ours, args.reference, independent=args.independent, tolerance=args.tolerance,
-                         tolerance_items=args.tolerance_items, float_tolerance=args.float_tolerance)
+    ours_table = results_table(args.ours)
+    comparison = compare_frames(ours_table, results_table(args.reference), independent=args.independent,
+                                tolerance=args.tolerance, tolerance_items=args.tolerance_items,
+                                float_tolerance=args.float_tolerance)
     if comparison.cells.empty:
         raise UserError(
             f"no (model, step, task, metric) of {args.ours} is in {args.reference}; check that both hold the same "
@@ -222,5 +230,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or (ours.parent if ours.is_file() else ours) / "compare"  # OURS may be one results.json
     written = write_comparison(comparison, out)
     print(comparison.summary_line())
+    others = other_configurations(ours_table)
+    if others:
+        print(f"{others} rows of ours are other configurations of a compared cell (other shots, limit, task data or "
+              "weights in one folder): each cell uses the latest run's; `harness table` lists them all")
     print(f"table: {written[0]}\nreport: {written[1]}")
     return 1 if args.fail_on_disagree and comparison.agreeing < len(comparison.cells) else 0

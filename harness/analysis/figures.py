@@ -283,7 +283,7 @@ def prediction_figure(points: pd.DataFrame, task: str, metric: str, cut: float |
 STATUS_COLOURS = {"emerged": "tab:red"}
 
 
-def thresholds_figure(thresholds: pd.DataFrame, stem: Path, pooled_scope: str) -> list[Path]:
+def thresholds_figure(thresholds: pd.DataFrame, stem: Path, pooled_scope: str, loss_label: str | None = None) -> list[Path]:
     """One panel per task: every curve's status, and η with its 90% interval where it emerged.
 
     ``thresholds`` is the report's thresholds.csv (task, scope, status, eta, eta_low, eta_high); the
@@ -314,10 +314,11 @@ def thresholds_figure(thresholds: pd.DataFrame, stem: Path, pooled_scope: str) -
         ax.set_yticks(y, [str(s) for s in panel["scope"]], fontsize=8)
         ax.set_ylim(-0.7, len(panel) - 0.3)
         ax.set_xlim(hi + 0.6 * max(hi - lo, 0.2), lo - 0.1 * max(hi - lo, 0.2))  # high loss on the left
-        ax.set_xlabel(X_LABELS["loss"])
+        ax.set_xlabel(loss_label or X_LABELS["loss"])
         ax.set_title(task, fontsize=10)
         ax.grid(alpha=0.25, axis="x")
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
-    fig.suptitle("Emergence threshold η per curve (90% interval); status where none", fontsize=12)
+    against = "" if not loss_label or loss_label == X_LABELS["loss"] else f" on {loss_label}"
+    fig.suptitle(f"Emergence threshold η per curve (90% interval){against}; status where none", fontsize=12)
     return _save(fig, stem)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.analysis.table import COLUMNS, results_table
+from harness.analysis.table import COLUMNS, one_configuration, results_table
 
 # A folder that is only a checkpoint name (HF Trainer, Pythia, DeepSpeed, Megatron), nothing else in it
 CHECKPOINT_FOLDER = re.compile(r"^(?:step[-_]?|checkpoint[-_]|global_step|iter_)\d+$", re.IGNORECASE)
@@ -38,10 +38,15 @@ class Points:
     notes: tuple[str, ...]
 
 
+# Columns of a table file that must hold numbers (or nothing: a value not measured, a failed row)
+NUMERIC_COLUMNS = ("value", "loss")
+
+
 def read_results(path: Path) -> pd.DataFrame:
     """What ``harness report PATH`` analyses: a results folder, or a table file with ``harness table``'s columns."""
     path = Path(path)
     if path.is_dir():
+        check_results_files(path)
         return results_table(path)
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a results folder or a table written by `harness table`")
@@ -49,17 +54,82 @@ def read_results(path: Path) -> pd.DataFrame:
         raise UserError(f"{path} is neither a results folder nor a table: pass a folder, or a .csv / .parquet "
                         "written by `harness table --format csv|parquet`")
     try:
-        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); save the table as UTF-8") from None
     except Exception as error:  # noqa: BLE001 - any parse failure is the user's file, said in one line
-        raise UserError(f"{path} could not be read as a table ({type(error).__name__}: {error})") from None
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UserError(f"{path} could not be read as a table ({type(error).__name__}: {first})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"{path} lacks the column(s) {', '.join(missing)}; a table needs at least "
                         f"{', '.join(REQUIRED_COLUMNS)} (the columns of `harness table`)")
+    for column in NUMERIC_COLUMNS:
+        if column in frame.columns:
+            _check_numeric(path, frame, column)
     for column in COLUMNS:
         if column not in frame.columns:
             frame[column] = pd.NA
     return frame
+
+
+def _check_numeric(path: Path, frame: pd.DataFrame, column: str) -> None:
+    """Every non-empty cell of ``column`` is a number: a typo must not become a silent NaN (a value
+    that was never measured), so the count and the first bad row are named."""
+    cells = frame[column]
+    numbers = pd.to_numeric(cells, errors="coerce")
+    blank = cells.isna() | cells.astype("string").str.strip().eq("").fillna(False)
+    bad = numbers.isna() & ~blank
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        row = f"line {first + 2}" if path.suffix.lower() == ".csv" else f"row {first + 1}"
+        raise UserError(f"{path}: {int(bad.sum())} cell(s) of column {column!r} are not numbers, the first "
+                        f"{cells.iloc[first]!r} at {row}; fix them or leave them empty (not measured)")
+
+
+def check_results_files(root: Path) -> int:
+    """Every results file under ``root`` (and every unit file a sweep left there) is a readable JSON
+    object of our schema: a garbage file is one line naming it, not a traceback half-way through a table.
+    Returns how many files were checked."""
+    import json
+
+    from harness import store
+
+    root = Path(root)
+    # a run's unit files, and the results.json view rebuilt from them, are the store's to judge: a
+    # damaged one counts as missing there (store.read_unit_files), and the table lists it as unreadable
+    paths = store.find_results(root) if root.is_file() else [
+        p for p in root.rglob(store.RESULTS_NAME) if not (p.parent / store.UNITS_DIR).is_dir()]
+    for file in paths:
+        try:
+            data = json.loads(Path(file).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise UserError(f"{file} is not UTF-8 text (byte {error.start}: {error.reason}); "
+                            "rerun the command that wrote it, or move the file away") from None
+        except json.JSONDecodeError as error:
+            raise UserError(f"{file} is not a results file (not JSON: {error.msg} at line {error.lineno}); "
+                            "rerun the command that wrote it, or move the file away") from None
+        except OSError as error:
+            raise UserError(f"{file} cannot be read ({error.strerror}); check its permissions") from None
+        shape = _results_shape_problem(data)
+        if shape:
+            raise UserError(f"{file} is not a results file ({shape}); rerun the command that wrote it, or move it away")
+    # a run's folders count too: one still running (or killed) may have no readable results.json yet
+    return len(paths) if root.is_file() else len(store.find_checkpoint_dirs(root))
+
+
+def _results_shape_problem(data) -> str | None:
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    for key in ("tasks", "model", "loss"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"its {key!r} is a {type(data[key]).__name__}, not an object"
+    if "failures" in data and not isinstance(data["failures"], list):
+        return "its 'failures' is not a list"
+    for name, entry in (data.get("tasks") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("metrics", {}), dict):
+            return f"its task {name!r} is not an object with metrics"
+    return None
 
 
 def series_of(model: str, revision: str | None) -> str:
@@ -110,10 +180,22 @@ def prepare_points(frame: pd.DataFrame) -> Points:
     notes: list[str] = []
     frame = frame.copy()
     if "status" in frame.columns:
-        failed = frame["status"].astype("string").str.lower().eq("failed").fillna(False)
+        status = frame["status"].astype("string").str.lower()
+        failed = status.eq("failed").fillna(False)
         if failed.any():
             notes.append(f"{int(failed.sum())} failed evaluations (checkpoint × task) are ignored")
-        frame = frame[~failed]
+        # a unit a time budget cut scored only some of its items: not the checkpoint's number
+        partial = status.isin(["partial", "unreadable"]).fillna(False)
+        if partial.any():
+            notes.append(f"{int(partial.sum())} rows of partial or unreadable units are ignored (rerun to finish them)")
+        frame = frame[~failed & ~partial]
+    cells = [c for c in ("model", "revision", "step", "task", "metric") if c in frame.columns]
+    kept = one_configuration(frame, cells)
+    if len(kept) < len(frame):
+        notes.append(f"{len(frame) - len(kept)} rows of other configurations (shots, limit, task data) of the same "
+                     "checkpoint and task are left out: each curve shows the one its folder's last run asked for; "
+                     "filter the table (latest, unit_key) to report another")
+        frame = kept
     for column in ("loss", "value", "stderr", "n", "random_baseline", "params_non_embedding", "step"):
         frame[column] = _numbers(frame, column)
     for column in ("size", "loss_source"):

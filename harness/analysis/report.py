@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.analysis import prediction
@@ -26,10 +27,15 @@ from harness.errors import UserError
 from harness.analysis.points import prepare_points, read_results
 from harness.analysis.report_pages import prediction_frame, summary_markdown, write_report
 from harness.analysis.table import markdown_table, with_task_loss
+from harness.analysis import agreement as agreement_module
 from harness.analysis.agreement import Agreement, agreement
-from harness.analysis.thresholds import Curve, Threshold, emergence_threshold
+from harness.analysis.known_tasks import fill_known
+from harness.analysis.shapes import benjamini_hochberg
+from harness.analysis.thresholds import Curve, Threshold, emergence_threshold, with_q
 
 AXES = ("loss", "compute", "params", "step")
+# bias benchmarks (stereotype preference): no "better" direction an ability rises in; left out by default
+BIAS_TASK_PREFIXES = ("crows_pairs",)
 PREDICTION_MODES = ("largest", "quantile")
 
 
@@ -42,6 +48,9 @@ class TaskAnalysis:
     by_model: dict[str, Threshold]  # keyed by series label, smallest model first
     agreement: Agreement | None  # None with fewer than two models
     best: dict  # the best checkpoint on this metric: series, step, revision, value, loss
+    signal_noise: dict = dataclasses.field(default_factory=dict)  # signal, noise, ratio (Heineman et al. 2025)
+    companion: Threshold | None = None  # the pooled verdict of the continuous companion (exact-match tasks)
+    companion_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,32 @@ def _curve(rows: pd.DataFrame, metric: str) -> Curve:
                     bool(rows["higher_is_better"].iloc[0]), float(baseline.median()) if len(baseline) else None)
 
 
+LAST_CHECKPOINTS = 3  # the noise of a model: the relative spread of its last checkpoints
+
+
+def signal_noise(rows: pd.DataFrame) -> dict:
+    """Heineman et al. (2025): signal = spread of the final values across models relative to their mean,
+    (max − min) / mean; noise = the relative spread of each model's last LAST_CHECKPOINTS checkpoints,
+    std / mean, averaged over models; ratio = signal / noise. Empty with fewer than two models or
+    checkpoints too few: a task whose final values differ less between models than one model's do
+    between its last checkpoints cannot show a threshold at all."""
+    finals, noises = [], []
+    for _, model in rows.dropna(subset=["value"]).groupby("series"):
+        order = model.sort_values("step") if model["step"].notna().all() else model.sort_values("loss", ascending=False)
+        last = order["value"].to_numpy(float)[-LAST_CHECKPOINTS:]
+        if len(last) < LAST_CHECKPOINTS:
+            continue
+        finals.append(last[-1])
+        if abs(last.mean()) > 0:
+            noises.append(last.std(ddof=1) / abs(last.mean()))
+    if len(finals) < 2 or not noises:
+        return {}
+    mean = float(np.mean(finals))
+    signal = float((max(finals) - min(finals)) / abs(mean)) if mean else float("nan")
+    noise = float(np.mean(noises))
+    return {"signal": signal, "noise": noise, "ratio": signal / noise if noise > 0 else float("inf")}
+
+
 def best_checkpoint(rows: pd.DataFrame) -> dict:
     higher = bool(rows["higher_is_better"].iloc[0])
     best = rows.loc[rows["value"].idxmax() if higher else rows["value"].idxmin()]
@@ -162,7 +197,7 @@ def analyse_task(points: pd.DataFrame, task: str, metric: str, series_order: tup
     correlation = loss_correlation(kept["loss"], kept["value"])
     with_loss = rows[rows["loss"].notna()]
     if with_loss.empty:
-        return TaskAnalysis(task, metric, correlation, None, {}, None, best_checkpoint(rows))
+        return TaskAnalysis(task, metric, correlation, None, {}, None, best_checkpoint(rows), signal_noise(rows))
     pooled = emergence_threshold(_curve(with_loss, metric), resamples=resamples, seed=seed)
     curves = {}
     for series in series_order:
@@ -172,7 +207,47 @@ def analyse_task(points: pd.DataFrame, task: str, metric: str, series_order: tup
     by_model = {label: emergence_threshold(curve, resamples=resamples, seed=seed) for label, curve in curves.items()}
     agreed = (agreement(curves, resamples=resamples, seed=seed, thresholds=by_model, pooled=pooled)
               if len(curves) > 1 else None)
-    return TaskAnalysis(task, metric, correlation, pooled, by_model, agreed, best_checkpoint(rows))
+    return TaskAnalysis(task, metric, correlation, pooled, by_model, agreed, best_checkpoint(rows), signal_noise(rows))
+
+
+def with_q_values(analyses: list[TaskAnalysis]) -> list[TaskAnalysis]:
+    """Benjamini-Hochberg q-values over the tasks of one report: for the shape test of the pooled curves
+    (and, separately, of each model's curves) and for the agreement test. "emerged" and "disagree" are then
+    decided by q < 0.05 (with one task, q = p)."""
+    def qs(values: list[float | None]) -> list[float | None]:
+        arr = np.array([np.nan if v is None else v for v in values], float)
+        return [None if np.isnan(q) else float(q) for q in benjamini_hochberg(arr)]
+
+    pooled_q = qs([a.pooled.shape_p if a.pooled else None for a in analyses])
+    labels = list(dict.fromkeys(label for a in analyses for label in a.by_model))
+    model_q = {label: dict(zip(
+        [i for i, a in enumerate(analyses) if label in a.by_model],
+        qs([a.by_model[label].shape_p for a in analyses if label in a.by_model]))) for label in labels}
+    agree_q = qs([a.agreement.p_value if a.agreement else None for a in analyses])
+    out = []
+    for i, a in enumerate(analyses):
+        pooled = with_q(a.pooled, pooled_q[i]) if a.pooled is not None else None
+        by_model = {label: with_q(t, model_q[label].get(i)) for label, t in a.by_model.items()}
+        agreed = agreement_module.with_q(a.agreement, agree_q[i]) if a.agreement is not None else None
+        out.append(dataclasses.replace(a, pooled=pooled, by_model=by_model, agreement=agreed))
+    return out
+
+
+COMPANION = "target_logprob_per_token"  # the continuous companion of exact match (Schaeffer et al.'s per-token metric)
+
+
+def with_companion(a: TaskAnalysis, points: pd.DataFrame, generative: dict, resamples: int, seed: int) -> TaskAnalysis:
+    """The mirage column: for an exact-match task with per-token log-probabilities, the companion's own
+    pooled shape verdict beside the metric's. "Exact match emerged, the companion is a smooth rise" is
+    Schaeffer et al.'s pattern: the jump is made by the metric."""
+    names = generative.get(a.task, ())
+    if a.pooled is None or COMPANION not in names or a.metric == COMPANION:
+        return a
+    rows = points[(points["task"] == a.task) & (points["metric"] == COMPANION) & points["loss"].notna()]
+    if rows.empty:
+        return a
+    companion = emergence_threshold(_curve(rows, COMPANION), resamples=resamples, seed=seed)
+    return dataclasses.replace(a, companion=companion, companion_metric=COMPANION)
 
 
 def generative_tasks(points: pd.DataFrame, frame: pd.DataFrame, tasks: list[str]) -> dict[str, tuple[str, ...]]:
@@ -203,8 +278,25 @@ def build_report(frame: pd.DataFrame, *, source: str = "", tasks: list[str] | No
         raise UserError(f"unknown --x {x!r}; use one of {', '.join(AXES)}")
     prepared = prepare_points(frame)
     points, order, notes_list = prepared.frame, prepared.order, list(prepared.notes)
+    points, filled = fill_known(points)
     analyses = []
-    for task in select_tasks(points, tasks):
+    chosen_tasks = select_tasks(points, tasks)
+    proxies = {str(v).removeprefix("task:").rsplit(":", 1)[0] for v in points["loss_source"].dropna()
+               if str(v).startswith("task:")}
+    if not tasks:
+        bias = [t for t in chosen_tasks if t.startswith(BIAS_TASK_PREFIXES)]
+        if bias:
+            many = len(bias) > 1
+            notes_list.append(f"{len(bias)} bias task{'s' if many else ''} ({', '.join(bias[:3])}"
+                              f"{', ...' if len(bias) > 3 else ''}) left out: {'their metrics have' if many else 'its metric has'} "
+                              f"no clear better direction for an ability (name {'them' if many else 'it'} with --task to see "
+                              f"{'them' if many else 'it'})")
+        chosen_tasks = [t for t in chosen_tasks if t not in bias]
+    if [t for t in chosen_tasks if t not in proxies]:  # (asked for alone, the proxy task is still analysed)
+        for task in [t for t in chosen_tasks if t in proxies]:
+            notes_list.append(f"{task} is the loss proxy: it is not analysed against its own perplexity")
+        chosen_tasks = [t for t in chosen_tasks if t not in proxies]
+    for task in chosen_tasks:
         chosen = metric or primary_metric(frame, task)
         if not ((points["task"] == task) & (points["metric"] == chosen)).any():
             notes_list.append(f"{task} has no metric {chosen}: left out")
@@ -212,9 +304,18 @@ def build_report(frame: pd.DataFrame, *, source: str = "", tasks: list[str] | No
         analyses.append(analyse_task(points, task, chosen, order, resamples, seed, max_loss))
     if not analyses:
         raise UserError(f"no task has metric {metric!r}; pick one the results hold, e.g. acc or exact_match")
+    analyses = with_q_values(analyses)
+    reported = {a.task for a in analyses}
+    filled = [f for f in filled if any(f.startswith(task + ": ") for task in reported)]
+    if filled:
+        notes_list.append("item counts or chance levels the results did not hold, from the task registry: "
+                          + "; ".join(filled[:4]) + ("; ..." if len(filled) > 4 else ""))
+    # most informative first: tasks that can show a threshold at all (signal-to-noise, Heineman et al. 2025)
+    analyses.sort(key=lambda a: -a.signal_noise.get("ratio", -np.inf) if a.signal_noise else np.inf)
     correlations = correlation_table(points, [a.task for a in analyses], max_loss)
     has_loss = bool(points["loss"].notna().any())
     generative = generative_tasks(points, frame, [a.task for a in analyses])
+    analyses = [with_companion(a, points, generative, resamples, seed) for a in analyses]
     if x == "loss" and not has_loss:
         x = "step"  # the default axis, on results without a loss (a plain eval, imported results)
     x_column = "params_non_embedding" if x == "params" else x

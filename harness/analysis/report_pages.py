@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from harness.analysis.thresholds import Threshold
 
 THRESHOLD_COLUMNS = ["task", "metric", "scope", "size", "checkpoints", "reference", "reference_kind", "status",
-                     "departure_loss", "eta", "eta_low", "eta_high", "slope", "note", "sizes_agree", "agreement_p",
-                     "against_agreement"]
+                     "departure_loss", "departure_low", "departure_high", "eta", "eta_low", "eta_high", "slope",
+                     "shape_p", "shape_q", "smooth_fit", "smooth_slope", "note", "sizes_agree", "agreement_p",
+                     "agreement_q", "largest_shift", "shift_low", "shift_high", "against_agreement",
+                     "signal", "noise", "signal_to_noise", "companion_metric", "companion_status", "companion_shape_p"]
 
 
 def _num(value, digits: int = 3) -> str:
@@ -43,8 +45,29 @@ def _agreement_text(a: TaskAnalysis) -> str:
     if a.agreement is None:
         return "one model" if a.pooled is not None else ""
     verdict = {True: "agree", False: "disagree", None: "undetermined"}[a.agreement.agree]
-    p = f" (p = {_p(a.agreement.p_value)})" if a.agreement.p_value is not None else ""
+    p = ""
+    if a.agreement.p_value is not None:
+        q = f", q = {_p(a.agreement.q_value)}" if a.agreement.q_value is not None else ""
+        p = f" (p = {_p(a.agreement.p_value)}{q})"
     return f"{verdict}{p}: {a.agreement.note}"
+
+
+def _companion_text(a) -> str:
+    """The mirage column: the continuous companion's status beside the metric's, and what the pair means."""
+    c = getattr(a, "companion", None)
+    if c is None or a.pooled is None:
+        return ""
+    if a.pooled.status == "emerged" and c.status == "smooth rise":
+        return "smooth rise: exact match jumps, the companion rises smoothly (Schaeffer et al.'s pattern)"
+    if a.pooled.status == "emerged" and c.status == "emerged":
+        return "emerged: the companion shows a threshold too"
+    return c.status
+
+
+def _shape_text(t: Threshold | None) -> str:
+    if t is None or t.shape_p is None:
+        return ""
+    return f"{_p(t.shape_p)} / {_p(t.shape_q)}" if t.shape_q is not None else _p(t.shape_p)
 
 
 def _best_text(best: dict) -> str:
@@ -60,6 +83,9 @@ def summary_frame(report: Report) -> pd.DataFrame:
         "status": a.pooled.status if a.pooled else "",
         "threshold η [90% interval]": _threshold_text(a.pooled),
         "departure loss": _num(a.pooled.departure_loss) if a.pooled else "",
+        "shape p / q": _shape_text(a.pooled),
+        "signal / noise": _num(a.signal_noise.get("ratio"), 1) if a.signal_noise else "",
+        "companion (per-token log-prob)": _companion_text(a),
         "models": _agreement_text(a),
         "Spearman (n)": f"{_num(a.correlation.spearman) or 'n/a'} ({a.correlation.n})" if a.correlation.n else "",
         "best checkpoint": _best_text(a.best),
@@ -82,10 +108,22 @@ def thresholds_frame(report: Report) -> pd.DataFrame:
                 "task": a.task, "metric": a.metric, "scope": scope, "size": None if scope == POOLED else sizes.get(scope),
                 "checkpoints": t.checkpoints, "reference": t.reference.value if t.reference else None,
                 "reference_kind": t.reference.kind if t.reference else None,
-                "status": t.status, "departure_loss": t.departure_loss, "eta": t.eta, "eta_low": t.low, "eta_high": t.high,
-                "slope": t.slope, "note": t.note,
+                "status": t.status, "departure_loss": t.departure_loss, "departure_low": t.departure_low,
+                "departure_high": t.departure_high, "eta": t.eta, "eta_low": t.low, "eta_high": t.high,
+                "slope": t.slope, "shape_p": t.shape_p, "shape_q": t.shape_q, "smooth_fit": t.smooth,
+                "smooth_slope": t.smooth_slope, "note": t.note,
                 "sizes_agree": a.agreement.agree if pooled else None,
                 "agreement_p": a.agreement.p_value if pooled else None,
+                "agreement_q": a.agreement.q_value if pooled else None,
+                "largest_shift": a.agreement.shift if pooled else None,
+                "shift_low": a.agreement.shift_low if pooled else None,
+                "shift_high": a.agreement.shift_high if pooled else None,
+                "signal": a.signal_noise.get("signal") if scope == POOLED else None,
+                "noise": a.signal_noise.get("noise") if scope == POOLED else None,
+                "signal_to_noise": a.signal_noise.get("ratio") if scope == POOLED else None,
+                "companion_metric": a.companion_metric if scope == POOLED else None,
+                "companion_status": a.companion.status if scope == POOLED and a.companion is not None else None,
+                "companion_shape_p": a.companion.shape_p if scope == POOLED and a.companion is not None else None,
                 "against_agreement": ", ".join(a.agreement.contrary) if pooled else None,
             })
     return pd.DataFrame(rows, columns=THRESHOLD_COLUMNS)
@@ -177,7 +215,8 @@ def _write_figures(report: Report, out: Path) -> tuple[list[Path], dict[str, lis
                                         report.series_order, pooled if x == "loss" else None))
     table = thresholds_frame(report)
     if not table.empty:
-        add("thresholds", figures.thresholds_figure(table, fig_dir / "thresholds", POOLED))
+        add("thresholds", figures.thresholds_figure(table, fig_dir / "thresholds", POOLED,
+                                                    figures.x_label(report.points, "loss")))
     x = report.x if report.x != "loss" or report.has_loss else "step"
     drawn = report.points.assign(params=report.points["params_non_embedding"])
     for task, names in report.generative.items():
@@ -195,21 +234,31 @@ def _write_figures(report: Report, out: Path) -> tuple[list[Path], dict[str, lis
     return written, shown
 
 
+def _loss_name(report: Report) -> str:
+    """What the loss axis is: the pre-training loss, or the proxy it was taken from (``--loss-from-task``)."""
+    label = figures.x_label(report.points, "loss")
+    return "pre-training loss" if label == figures.X_LABELS["loss"] else label
+
+
 def _sections(report: Report, shown: dict[str, list[str]]) -> list[Section]:
     labels = report.points.drop_duplicates("series").set_index("series").loc[list(report.series_order), "series_label"]
     checkpoints = len(report.points[["series", "revision", "step"]].drop_duplicates())
     intro = (f"{checkpoints} checkpoints of {len(report.series_order)} models ({', '.join(labels)}) from `{report.source}`. "
              "Verdicts are on each task's primary metric (or `--metric`), in the metric's better direction. Each curve "
-             "(all models pooled, and each model alone) gets a status: emerged, no emergence, above reference from "
-             "the start, or insufficient data. The reference is estimated from the highest-loss checkpoints with its "
+             "(all models pooled, and each model alone) gets a status: emerged (a threshold: flat, then rising below η, "
+             "supported over every smooth alternative), smooth rise (it departs from its reference, but a smooth curve of "
+             "the loss fits as well: its departure loss and best smooth fit instead of η), no emergence, above reference "
+             "from the start, or insufficient data. The reference is estimated from the highest-loss checkpoints with its "
              "own noise (for multiple-choice accuracy, the larger of chance and that plateau); a checkpoint departs "
-             "when it beats the reference by a two-sample test and a minimum effect size. η is where a broken stick "
-             "(flat at the reference, then linear as the loss falls) bends, with a 90% parametric-bootstrap interval; "
-             "whether the models share one η is a test, with its p-value. docs/statistics.md explains every method "
-             "and its calibration on simulated sweeps.")
+             "when it beats the reference by a two-sample test and a minimum effect size. The shape test compares a "
+             "broken stick with linear, logistic and exponential (mirage) rises by a parametric bootstrap; η comes with "
+             "a 90% parametric-bootstrap interval. Whether the sizes lie on one curve of the loss is a test of one shared "
+             "curve against the same curve shifted along the loss per size, with the largest shift and its interval. "
+             "p-values are corrected across the tasks of the report (Benjamini-Hochberg q); the statuses and the "
+             "agreement use q. docs/statistics.md explains every method and its calibration on simulated sweeps.")
     sections = [Section("Summary", (intro, *[f"Note: {n}" for n in report.notes]), summary_frame(report))]
     if "loss" in shown:
-        sections.append(Section("Performance against pre-training loss", (
+        sections.append(Section(f"Performance against {_loss_name(report)}", (
             ("The loss axis runs from high to low, so training goes left to right; one colour per model size, one line "
              "style per variant of a size (e.g. deduplicated); error bars are ±1 standard error; dashed: random "
              "baseline; red: the pooled threshold η and its interval, where the pooled curve emerged."),
@@ -219,7 +268,7 @@ def _sections(report: Report, shown: dict[str, list[str]]) -> list[Section]:
             "Each model fitted on its own checkpoints; η only where the status is emerged.",
         ), _per_model_frame(report), images=tuple(shown.get("thresholds", ()))))
         limit = f" at loss ≤ {report.max_loss:g}" if report.max_loss is not None else ""
-        sections.append(Section("Correlation with the pre-training loss", (
+        sections.append(Section(f"Correlation with the {_loss_name(report)}", (
             (f"Over the checkpoints of all models together, then of each model{limit} (Du et al.'s Table 2); "
              "\"points used\" says which. Negative for a higher-is-better metric that improves as the loss falls. "
              "`--max-loss` leaves out untrained checkpoints (step 0 sits at about ln(vocabulary) nats and inflates |r|). "

@@ -132,3 +132,102 @@ def hub_tokenizer_folder(model: str, commit: str) -> Path:
         model, revision=commit, allow_patterns=list(TOKENIZER_FILES),
         local_files_only=bool(hub_constants.HF_HUB_OFFLINE),
     ))
+
+
+# ---------------------------------------------------------------------- shape checks (nothing loaded)
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_GGUF_MAGIC = b"GGUF"
+# what an HF Trainer checkpoint holds beside the weights, with the weights' suffixes
+_TRAINER_STATE_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt"}
+
+
+def check_safetensors(path: Path) -> None:
+    """A ``.safetensors`` file's header is whole and its tensors fit in the file (a truncated copy,
+    or a file of another kind under that name, is found here, not half-way through loading): the
+    format is an 8-byte little-endian header length, a JSON header of ``data_offsets``, the data."""
+    import json
+
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if length < 2 or 8 + length > size:
+            problem = "its header length does not fit the file"
+        else:
+            try:
+                header = json.loads(handle.read(length).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                header = None
+            if not isinstance(header, dict):
+                problem = "its header is not JSON"
+            else:
+                ends = [entry.get("data_offsets", [0, 0])[1] for key, entry in header.items()
+                        if key != "__metadata__" and isinstance(entry, dict)]
+                if any(not isinstance(end, int) for end in ends):
+                    problem = "its header has malformed offsets"
+                elif ends and 8 + length + max(ends) > size:
+                    problem = f"it is truncated ({size} bytes, its header needs {8 + length + max(ends)})"
+    if problem:
+        raise UserError(f"{path} is not a readable safetensors file: {problem}; copy or save the checkpoint again")
+
+
+def check_gguf(path: Path) -> None:
+    """A ``.gguf`` file starts with the GGUF magic (a text file or a partial download does not)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != _GGUF_MAGIC:
+        raise UserError(f"{path} is not a GGUF file (it does not start with 'GGUF'); pass a real .gguf "
+                        "(re-download it) or a checkpoint folder")
+
+
+def no_config_error(folder: Path) -> UserError:
+    """A folder given as a checkpoint without a config.json: what it holds instead, and what to pass."""
+    listing = sorted(p.name for p in Path(folder).iterdir())
+    found = (f"it holds {', '.join(listing[:5])}" + (f" and {len(listing) - 5} more" if len(listing) > 5 else "")
+             if listing else "it is empty")
+    return UserError(f"folder {str(folder)!r} has no config.json ({found}); pass a Hugging Face checkpoint "
+                     "folder (config.json, weights, tokenizer), a .gguf file or a hub id")
+
+
+def check_checkpoint_folder(folder: Path, *, trust_remote_code: bool = False) -> None:
+    """A local HF checkpoint folder has what loading needs: a JSON ``config.json``, weights (each
+    safetensors file whole, each shard an index names present) and tokenizer files.  One line naming
+    what is missing or broken; nothing is loaded."""
+    import json
+
+    config = folder / "config.json"
+    if not config.is_file():
+        raise no_config_error(folder)
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{config} is not valid JSON ({str(error).splitlines()[0]}); save the checkpoint again") from None
+    if not isinstance(parsed, dict):
+        raise UserError(f"{config} is not a JSON object; save the checkpoint again")
+    names = {p.name for p in folder.iterdir() if p.is_file()}
+    weights = sorted(n for n in names if n.endswith(_WEIGHT_SUFFIXES) and n not in _TRAINER_STATE_FILES
+                     and not n.startswith("rng_state"))
+    for index_name in sorted(n for n in names if n.endswith(".index.json")):
+        try:
+            weight_map = json.loads((folder / index_name).read_text(encoding="utf-8")).get("weight_map", {})
+            shards = sorted(set(weight_map.values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            raise UserError(f"{folder / index_name} is not a valid weight index; save the checkpoint again") from None
+        missing = [s for s in shards if s not in names]
+        if missing:
+            raise UserError(f"{folder} lacks {len(missing)} weight shard(s) its {index_name} names, e.g. {missing[0]}; "
+                            "copy the whole checkpoint")
+    if not weights:
+        raise UserError(f"folder {str(folder)!r} has a config.json but no weights (*.safetensors or *.bin); "
+                        "copy the whole checkpoint")
+    for name in weights:
+        path = folder / name
+        if path.stat().st_size == 0:
+            raise UserError(f"{path} is empty; copy or save the checkpoint again")
+        if name.endswith(".safetensors"):
+            check_safetensors(path)
+    if not trust_remote_code and not any(name in names for name in TOKENIZER_FILES):
+        raise UserError(f"folder {str(folder)!r} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}...); "
+                        "save the tokenizer into the checkpoint folder (tokenizer.save_pretrained)")

@@ -23,6 +23,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from harness.engine.checkpoint_files import (
     TOKENIZER_FILES,
+    check_checkpoint_folder,
+    check_gguf,
+    no_config_error,
     default_gguf_cache_dir,
     file_sha256,
     folder_content_hash,
@@ -36,7 +39,7 @@ from harness.engine.provenance import device_name, run_provenance
 from harness.errors import UserError
 
 __all__ = [
-    "ModelInfo", "load_model", "load_tokenizer", "model_info", "gguf_folder", "resolve_device", "resolve_dtype",
+    "ModelInfo", "load_model", "load_tokenizer", "check_model_source", "model_info", "gguf_folder", "resolve_device", "resolve_dtype",
     "dtype_name", "weights_dtype", "context_length", "count_parameters",
     # from checkpoint_files and provenance
     "TOKENIZER_FILES", "default_gguf_cache_dir", "file_sha256", "folder_content_hash", "resolve_hub_revision",
@@ -131,9 +134,7 @@ def _model_kind(model: str) -> str:
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserError(
-                f"folder {model!r} has no config.json; pass a Hugging Face checkpoint folder, a .gguf file or a hub id"
-            )
+            raise no_config_error(path)
         return "local"
     if model.lower().endswith(".gguf"):
         if not path.is_file():
@@ -145,6 +146,25 @@ def _model_kind(model: str) -> str:
     if looks_like_path:
         raise UserError(f"no such folder {model!r}; pass an existing checkpoint folder, a .gguf file or a hub id")
     return "hub"
+
+
+def check_model_source(model: str, revision: str | None = None, *, trust_remote_code: bool = False) -> str:
+    """What ``harness eval --model MODEL [--revision R]`` names, checked before anything is planned or
+    loaded: a local folder has a config, readable weights and a tokenizer (``check_checkpoint_folder``);
+    a ``.gguf`` is one; ``--revision`` goes with a hub id only.  Returns the kind ("local", "gguf", "hub")."""
+    if not str(model).strip():
+        raise UserError("--model is empty; pass a checkpoint folder, a .gguf file or a hub id")
+    kind = _model_kind(model)
+    if kind != "hub" and revision is not None:
+        what = "GGUF file" if kind == "gguf" else "local folder"
+        raise UserError(f"--revision {revision!r} does not apply to the {what} {model!r}: it names a hub revision; "
+                        "drop it (or pass a hub id)")
+    path = Path(model).expanduser()
+    if kind == "local":
+        check_checkpoint_folder(path, trust_remote_code=trust_remote_code)
+    elif kind == "gguf":
+        check_gguf(path)
+    return kind
 
 
 def _from_pretrained(
@@ -222,6 +242,7 @@ def _dequantize_gguf(path: Path, folder: Path) -> None:
 
 def gguf_folder(path: Path, cache_dir: Path | None = None) -> tuple[Path, str]:
     """The dequantized HF folder for a GGUF file (built on first use) and the file's sha256."""
+    check_gguf(path)
     digest = file_sha256(path)
     folder = (cache_dir or default_gguf_cache_dir()) / digest
     # The folder only ever appears by rename of a complete one, so its config means it is whole.
@@ -295,6 +316,8 @@ def load_model(
             if revision is not None:
                 raise UserError(f"--revision {revision!r} does not apply to the local folder {model!r}; drop it")
             folder = Path(model).expanduser()
+            # a sweep's checkpoint that is broken fails alone, with the same one-line reason eval gives up front
+            check_checkpoint_folder(folder, trust_remote_code=trust_remote_code)
             content_hash = known_hash or folder_content_hash(folder)
         files = [p.name for p in folder.iterdir()]
         network = _load_weights(

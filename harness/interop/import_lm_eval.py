@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness import __version__, store
-from harness.errors import UserError
+from harness.errors import UserError, check_out_dir
 from harness.interop.lm_eval_results import ImportedFile, read_results_file
 from harness.interop.pythia import PYTHIA_TOKENS_PER_STEP, pythia_params, pythia_size
 
@@ -33,10 +34,30 @@ DEFAULT_OUT = Path("results/imported")
 def find_json_files(root: Path) -> list[Path]:
     root = Path(root)
     if root.is_file():
+        if root.suffix.lower() != ".json":
+            raise UserError(f"{root} is not a .json file; pass a folder of lm-evaluation-harness results JSON files "
+                            "(or one of them)")
         return [root]
     if not root.is_dir():
         raise UserError(f"{root} does not exist; pass a folder of lm-evaluation-harness results JSON files")
     return sorted(root.rglob("*.json"))
+
+
+def folder_name(model: str, revision: str | None) -> str:
+    """The folder of one imported checkpoint under OUT: ``store.checkpoint_dirname``, made one plain
+    path component whatever the file said (``pretrained=..``, ``/abs/path``, ``a/../../b``, empty):
+    names read from a file never choose where we write."""
+    name = store.checkpoint_dirname(str(model or ""), revision)
+    name = re.sub(r"[^A-Za-z0-9._@+-]+", "_", name.replace("/", "__").replace("\\", "__")).strip("._")
+    return name if re.search(r"[A-Za-z0-9]", name) else "model"
+
+
+def _target(out: Path, model: str, revision: str | None) -> Path:
+    target = Path(out) / folder_name(model, revision) / store.RESULTS_NAME
+    inside = Path(out).resolve()
+    if inside not in target.resolve().parents:  # belt and braces: never outside --out
+        raise UserError(f"the model name {model!r} would write outside --out {out}; rename it in the results file")
+    return target
 
 
 def checkpoint_results(files: list[ImportedFile], earlier: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -92,16 +113,19 @@ def import_lm_eval(root: Path, out: Path = DEFAULT_OUT, log: Callable[[str], Non
     """Read every lm-eval results file under ``root``; write one results.json per checkpoint under
     ``out``; return the paths written."""
     by_checkpoint: dict[tuple[str, str | None, int | None], list[ImportedFile]] = {}
+    notes = []
     for path in find_json_files(root):
         imported = read_results_file(path)
-        if imported is None:
-            log(f"note: skipped {path}: not an lm-evaluation-harness results file")
-        elif not imported.tasks:
-            log(f"note: skipped {path}: no numeric metrics in it")
+        why = "not an lm-evaluation-harness results file" if imported is None else None if imported.tasks else "no numeric metrics in it"
+        if why is not None:
+            notes.append((path, why))
+            log(f"note: skipped {path}: {why}")
         else:
             by_checkpoint.setdefault((imported.model, imported.revision, imported.step), []).append(imported)
-    if not by_checkpoint:
-        raise UserError(f"no lm-evaluation-harness results JSON under {root}; pass the folder lm-eval wrote (--output_path)")
+    if not by_checkpoint:  # one line: the skipped files are counted, not listed
+        skipped = f" ({len(notes)} JSON file(s) skipped, e.g. {notes[0][0]}: {notes[0][1]})" if notes else ""
+        raise UserError(f"no lm-evaluation-harness results JSON under {root}{skipped}; pass the folder lm-eval wrote "
+                        "(--output_path)")
 
     def order(key: tuple[str, str | None, int | None]) -> tuple[str, int]:
         return key[0], -1 if key[2] is None else key[2]
@@ -109,11 +133,21 @@ def import_lm_eval(root: Path, out: Path = DEFAULT_OUT, log: Callable[[str], Non
     # Everything is merged and checked before the first write, so a conflict leaves OUT untouched.
     planned = []
     for model, revision, step in sorted(by_checkpoint, key=order):
-        target = Path(out) / store.checkpoint_dirname(model, revision) / store.RESULTS_NAME
-        earlier = json.loads(target.read_text(encoding="utf-8")) if target.exists() else None
+        target = _target(Path(out), model, revision)
+        if any(target == other for other, _ in planned):
+            raise UserError(f"two checkpoints of the import would share {target} (model names that differ only in "
+                            f"characters a folder name cannot hold, e.g. {model!r}); import them into different --out folders")
+        try:
+            earlier = json.loads(target.read_text(encoding="utf-8")) if target.exists() else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UserError(f"{target} is there but not a results file; move it away or pass another --out") from None
+        if earlier is not None and (not isinstance(earlier, dict) or not isinstance(earlier.get("model"), dict)
+                                    or not isinstance(earlier.get("tasks"), dict)):
+            raise UserError(f"{target} is there but not a results file; move it away or pass another --out")
         if earlier is not None and earlier.get("model", {}).get("source") != SOURCE:
             raise UserError(f"{target} holds a run of our own, not an import; pass another --out (default {DEFAULT_OUT})")
         planned.append((target, checkpoint_results(by_checkpoint[(model, revision, step)], earlier)))
+    check_out_dir(Path(out))  # after every check of the inputs: a conflict leaves no folder behind
     for target, results in planned:
         store.write_json_atomic(target, results)
     written = [target for target, _ in planned]
@@ -129,8 +163,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in import_lm_eval(args.path, args.out, log=lambda msg: print(msg, file=sys.stderr)):
+    notes: list[str] = []  # printed once the import succeeds; a failed one is its one error line (which counts them)
+    for path in import_lm_eval(args.path, args.out, log=notes.append):
         print(path)
+    for note in notes:
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,9 @@ and resolves CLI names (``mmlu``, ``mmlu:anatomy``, ``gsm8k:fewshot``, ``bigbenc
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
@@ -56,6 +58,9 @@ class BuildOptions:
     hub_revision: str | None = None  # dataset revision on the hub
     # (task name, local .jsonl path or hub id) for tasks with no bundled copy (clozet, gsm8k_zh): --task-file
     task_files: tuple[tuple[str, str], ...] = ()
+    # cap on the tokens generated per item (evaluation during training): a count, or "auto" (from the
+    # targets, where the task reads its answer at the start of the generation); None = the task's own
+    max_new_tokens: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,11 +126,35 @@ def resolve(names: str | list[str]) -> list[TaskSelection]:
             selections.append(TaskSelection(specs[name]))
             continue
         base, _, sub = name.partition(":")
+        if not (sub and base in specs and specs[base].has_subtasks):
+            base, _, sub = (lm_eval_alias(name) or name).partition(":")  # an lm-eval spelling of ours
         if sub and base in specs and specs[base].has_subtasks:
             selections.append(TaskSelection(specs[base], sub))
             continue
-        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(known_task_names())}")
+        close = difflib.get_close_matches(name, [n for n in known_task_names() if "<" not in n], n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise UserError(f"unknown task {name!r}; {hint}known tasks: {', '.join(known_task_names())}")
     return selections
+
+
+# lm-evaluation-harness's names for tasks that are ours under another spelling (the same prompts,
+# data and metrics): its per-subject MMLU and C-Eval tasks, and BIG-bench's generative form.
+_LM_EVAL_PREFIXES = (("mmlu_", "mmlu:"), ("ceval-valid_", "ceval:"))
+_LM_EVAL_BIGBENCH = re.compile(r"bigbench_(\w+?)_generate_until")
+
+
+def lm_eval_alias(name: str) -> str | None:
+    """Our name for an lm-eval task name (``mmlu_abstract_algebra`` -> ``mmlu:abstract_algebra``,
+    ``ceval-valid_law`` -> ``ceval:law``, ``bigbench_arithmetic_generate_until`` ->
+    ``bigbench:arithmetic``); None when it is not one.  The prompts, data and metrics are lm-eval's;
+    the shots are ours (MMLU and C-Eval 5, as in Du et al.), where lm-eval's default is 0: add
+    ``--num-fewshot 0`` for its numbers.  A subject that does not exist is still
+    refused where the subjects are known, with the list."""
+    for prefix, ours in _LM_EVAL_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return ours + name[len(prefix):]
+    match = _LM_EVAL_BIGBENCH.fullmatch(name)
+    return f"bigbench:{match.group(1)}" if match else None
 
 
 def with_overrides(spec: TaskSpec, opts: BuildOptions) -> TaskSpec:

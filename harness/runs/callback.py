@@ -3,20 +3,21 @@ writes, and into the Trainer's own loggers.
 
     on_train_begin: items built (data errors before any step), tokens per step, the items chosen
     on_save (every="save") / on_step_end (every=N) / on_train_end (last step, if not yet):
-        evaluate_model (training state restored) ─► <out>/<run>_checkpoint-N-<hash>/results.json
+        evaluate_model (training state restored) ─► <out>/<run>/checkpoint-N/results.json
         ─► Trainer.log({"harness/<task>/<metric>": ...}) ─► report_to (TensorBoard, W&B, MLflow...),
            which show them as ``train/harness/...``, the tags ``--log-to`` writes too (``loggers``)
         ─► <out>/logs/callback.jsonl (run name, step, seconds, share of training wall time)
 
 At a save the checkpoint folder is on disk already, so its results are keyed by that folder's
-content hash and land where ``harness eval --model <run>/checkpoint-N --out <out>`` looks: that
-command then finds them done.  Evaluations between saves (every=N, the end of training) key the
+content hash and land where ``harness eval --model <run>/checkpoint-N --out <out>`` and ``harness
+sweep --checkpoints <run> --out <out>`` look (``plan.checkpoint_dir``): those commands then find them done.  Evaluations between saves (every=N, the end of training) key the
 weights in memory (``units.loaded_model_identity``).
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -25,8 +26,9 @@ from typing import Any, Sequence
 from transformers import TrainerCallback
 
 from harness import store
-from harness.errors import UserError
+from harness.errors import UserError, check_run_values, check_whole_number
 from harness.runs.in_process import evaluate_model, parse_tasks, tasks_once
+from harness.runs.sweep_config import check_api_arguments
 from harness.runs.loggers import harness_scalars
 from harness.runs.unit_files import now
 from harness.items.registry import BuildOptions
@@ -46,6 +48,14 @@ class EvalCallback(TrainerCallback):
     ``limit``: the first N items of each (sub)task, the same at every step.  ``tokenizer``: when
     the Trainer has no ``processing_class``.  ``name``: the table's model (default: the run folder's name);
     ``size``: its size label (the report's colour).
+
+    Budgets (``evaluate_model``'s): ``max_new_tokens`` caps the tokens generated per item (a count, or
+    ``"auto"``: from the targets, for tasks that read the answer at the start of the generation: an
+    untrained model's babble stops early, a model that answers is scored as without the cap).
+    ``budget_seconds``: seconds one evaluation may take; ``budget_share``: the share of the wall time
+    since training began that all evaluation together may take (a warning is printed when it is
+    passed).  A budget that runs out writes the unfinished task units ``partial`` (rows with status
+    ``partial``), never finished; the loss is still measured.  None of them set: results as before.
     """
 
     def __init__(
@@ -67,9 +77,22 @@ class EvalCallback(TrainerCallback):
         loss_tokens: int = 1_000_000,
         num_fewshot: int | None = None,
         bigbench_mode: str = "auto",
+        max_new_tokens: int | str | None = None,
+        budget_seconds: float | None = None,
+        budget_share: float | None = None,
     ) -> None:
+        check_api_arguments("EvalCallback", {k: v for k, v in locals().items() if k not in ("self", "tokenizer", "every")})
+        check_run_values(limit=limit, num_fewshot=num_fewshot, batch_size=batch_size, loss_window=loss_window,
+                         loss_tokens=loss_tokens, names={k: k for k in ("limit", "num_fewshot", "batch_size", "loss_window", "loss_tokens")})
         if every != "save" and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise UserError(f"every={every!r}: pass 'save' (at each checkpoint save) or a number of steps >= 1")
+        if max_new_tokens is not None and max_new_tokens != "auto":
+            check_whole_number("max_new_tokens", max_new_tokens, 1, "tokens generated per item at most, or 'auto'")
+        if budget_seconds is not None and not budget_seconds > 0:
+            raise UserError(f"budget_seconds={budget_seconds!r}: pass the seconds one evaluation may take (> 0), or None")
+        if budget_share is not None and not 0 < budget_share <= 1:
+            raise UserError(f"budget_share={budget_share!r}: pass the share of training time evaluation may take, "
+                            "in (0, 1], e.g. 0.1; or None")
         if loss_corpus is not None and not Path(loss_corpus).is_file():
             raise UserError(f"loss_corpus {str(loss_corpus)!r} does not exist; pass a .txt or .jsonl file")
         self.tasks = parse_tasks(tasks)
@@ -85,8 +108,10 @@ class EvalCallback(TrainerCallback):
         self.options = {
             "data_dir": data_dir, "loss_corpus": loss_corpus, "limit": limit, "batch_size": batch_size,
             "loss_window": loss_window, "loss_tokens": loss_tokens, "num_fewshot": num_fewshot,
-            "bigbench_mode": bigbench_mode,
+            "bigbench_mode": bigbench_mode, "max_new_tokens": max_new_tokens,
         }
+        self.budget_seconds = budget_seconds
+        self.budget_share = budget_share
         self.evaluated_steps: list[int] = []
         self.eval_seconds = 0.0
         self._train_started: float | None = None
@@ -104,7 +129,7 @@ class EvalCallback(TrainerCallback):
         opts = BuildOptions(
             data_dir=Path(self.options["data_dir"]) if self.options["data_dir"] is not None else None,
             limit=self.options["limit"], num_fewshot=self.options["num_fewshot"],
-            bigbench_mode=self.options["bigbench_mode"],
+            bigbench_mode=self.options["bigbench_mode"], max_new_tokens=self.options["max_new_tokens"],
         )
         built, _ = tasks_once(self.tasks, opts)  # the items every evaluation of this run scores
         self._run_tokens_per_step, source = self._tokens_per_step(args, train_dataloader)
@@ -129,19 +154,36 @@ class EvalCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ evaluation
 
+    def _time_budget(self, started: float) -> float | None:
+        """Seconds this evaluation may take: ``budget_seconds``, and with ``budget_share`` what keeps
+        all evaluation so far within that share of the wall time since training began (0 when it is
+        spent already: the units are then written partial, and the loss still measured)."""
+        allowed = [self.budget_seconds] if self.budget_seconds is not None else []
+        if self.budget_share is not None:
+            wall = started - (self._train_started or started)
+            allowed.append(max(0.0, self.budget_share * wall - self.eval_seconds))
+        return min(allowed) if allowed else None
+
     def _evaluate(self, args, state, model, processing_class, checkpoint_dir: Path | None) -> None:
         started = time.perf_counter()
+        budget = self._time_budget(started)
         train_loss, logged_step = (None, None) if self.options["loss_corpus"] is not None else _last_train_loss(state)
         frame = evaluate_model(
             model, self.tokenizer or processing_class, self.tasks, out=self.out, step=state.global_step,
             name=self._run_name(args), size=self.size, checkpoint_dir=checkpoint_dir, train_loss=train_loss,
-            train_loss_step=logged_step, tokens_per_step=self._run_tokens_per_step, **self.options,
+            train_loss_step=logged_step, tokens_per_step=self._run_tokens_per_step, time_budget=budget, **self.options,
         )
         seconds = time.perf_counter() - started
         self.eval_seconds += seconds
         self.evaluated_steps.append(state.global_step)
         wall = time.perf_counter() - (self._train_started or started)
-        timing = {"harness/eval_seconds": seconds, "harness/eval_share_of_train_time": self.eval_seconds / wall if wall > 0 else None}
+        share = self.eval_seconds / wall if wall > 0 else None
+        partial = sorted(set(frame.loc[frame["status"] == "partial", "task"].dropna())) if len(frame) else []
+        if self.budget_share is not None and share is not None and share > self.budget_share and state.is_world_process_zero:
+            print(f"warning: EvalCallback: evaluation has taken {share:.1%} of the training time so far (budget_share "
+                  f"{self.budget_share:.1%}); rows of {len(partial)} tasks partial at step {state.global_step}", file=sys.stderr)
+        timing = {"harness/eval_seconds": seconds, "harness/eval_share_of_train_time": share,
+                  "harness/partial_tasks": len(partial) if budget is not None else None}
         logs = {**harness_scalars(frame.to_dict("records")), **{k: v for k, v in timing.items() if v is not None}}
         trainer = self._trainer() if self._trainer is not None else None
         if trainer is not None:
@@ -150,12 +192,15 @@ class EvalCallback(TrainerCallback):
             self._event("evaluated", name=self._run_name(args), step=state.global_step,
                         checkpoint=str(checkpoint_dir) if checkpoint_dir else None,
                         seconds=round(seconds, 3), eval_seconds_total=round(self.eval_seconds, 3),
-                        train_wall_seconds=round(wall, 3), eval_share_of_train_time=timing["harness/eval_share_of_train_time"],
+                        train_wall_seconds=round(wall, 3), eval_share_of_train_time=share,
+                        time_budget=None if budget is None else round(budget, 3), partial=partial,
                         loss=train_loss, loss_logged_step=logged_step, logged_to_trainer=trainer is not None)
 
     def _run_name(self, args) -> str:
-        """The table's model; also in every log record, since runs (a family's sizes) may share one ``out``."""
-        return self.name or Path(args.output_dir).name
+        """The table's model; also in every log record, since runs (a family's sizes) may share one ``out``.
+        By default the run folder's name, resolved as ``harness eval`` and ``harness sweep`` name a
+        checkpoint of it (``checkpoints.default_model_name``): the three share one results folder."""
+        return self.name or Path(args.output_dir).expanduser().resolve().name
 
     def _event(self, kind: str, **fields: Any) -> None:
         store.append_jsonl(self.out / "logs" / "callback.jsonl", [{"time": now(), "event": kind, **fields}])

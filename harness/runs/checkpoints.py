@@ -23,6 +23,25 @@ def parse_step(name: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def canonical_location(model: str) -> str:
+    """A local checkpoint as one absolute path however it was spelled (relative, ``./``, a trailing
+    slash, a symlink): what a checkpoint's folder, shard and name derive from.  A hub id is kept as is."""
+    path = Path(str(model)).expanduser()
+    return str(path.resolve()) if path.exists() else str(model)
+
+
+def default_model_name(model: str) -> str:
+    """The table's model for a checkpoint named without ``--name``, the same for ``harness eval``,
+    ``harness sweep`` and ``EvalCallback``: a local checkpoint named by its step (``runs/my-run/checkpoint-20``)
+    belongs to its run (``my-run``, as the callback names the run by its output folder); any other
+    local folder or file is its own name; a hub id is itself."""
+    path = Path(str(model)).expanduser()
+    if not path.exists():
+        return str(model)
+    path = path.resolve()
+    return path.parent.name if parse_step(path.name) is not None and path.parent.name else path.name
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """One checkpoint of a sweep: what ``load_model`` takes (a local folder, or a hub id at a revision)."""

@@ -1,22 +1,24 @@
 """``harness eval``: the sweep of one checkpoint.
 
 The same runner, units, keys, per-item resume, failure records, stats and store layout as
-``harness sweep`` (``harness.runs.sweep``); the only differences are that the checkpoint is named
-rather than discovered, and that its folder is ``<out>/<slug>-<hash of its identity>``
-(``plan.eval_out_dir``), so two different checkpoints never share one.  A second identical eval
-finds every unit finished and loads no model; an interrupted one resumes after the last item scored.
+``harness sweep`` (``harness.runs.sweep``), and the same folder (``plan.checkpoint_dir``:
+``<out>/<model name>/<checkpoint>``); the only difference is that the checkpoint is named rather
+than discovered.  A local path is resolved first, and the model name of ``runs/my-run/checkpoint-20``
+is ``my-run`` (``checkpoints.default_model_name``), so an eval finds what a sweep or the training
+callback already did in the same ``--out``.  A second identical eval finds every unit finished and
+loads no model; an interrupted one resumes after the last item scored.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.errors import check_run_values, check_whole_number
-from harness.runs.checkpoints import Checkpoint, parse_step
+from harness.runs.checkpoints import Checkpoint, default_model_name, parse_step
 from harness.runs.loss_sources import loss_settings
-from harness.runs.plan import eval_out_dir, plan_checkpoint
+from harness.runs.plan import canonical, check_folder_owner, checkpoint_dir, plan_checkpoint
 from harness.runs.sweep import SweepSummary, run_sweep
 from harness.runs.sweep_config import ModelSweep, SweepConfig, validated
 from harness.runs.units import checkpoint_identity
@@ -51,10 +53,11 @@ def eval_spec(
                      batch_size=settings.get("batch_size", "auto"), loss_window=loss_window, loss_tokens=loss_tokens)
     check_whole_number("--save-every", settings.get("save_every", 256), 1, "items scored between two saves, e.g. 256")
     loss = loss_settings(corpus=Path(loss_corpus) if loss_corpus is not None else None, window=loss_window, tokens=loss_tokens)
-    the_model = ModelSweep(name=name or model, size=size, loss=loss, tokens_per_step=tokens_per_step)
+    the_model = ModelSweep(name=name or default_model_name(model), size=size, loss=loss, tokens_per_step=tokens_per_step)
     config = validated(SweepConfig(models=(the_model,), tasks=tuple(t.strip() for t in tasks if t.strip()), **settings))
-    step = parse_step(revision) if revision else parse_step(model)
-    return EvalSpec(config, Checkpoint(model, revision, step))
+    checkpoint = canonical(Checkpoint(model, revision, None))
+    step = parse_step(revision) if revision else parse_step(checkpoint.model)
+    return EvalSpec(config, replace(checkpoint, step=step))
 
 
 def evaluate(spec: EvalSpec, log=print, loggers: Any = None) -> EvalOutcome:
@@ -65,7 +68,8 @@ def evaluate(spec: EvalSpec, log=print, loggers: Any = None) -> EvalOutcome:
     from harness.runs.distributed import launched_ranks
 
     identity = checkpoint_identity(spec.checkpoint, dtype_name(spec.config.dtype, spec.config.device))
-    folder = eval_out_dir(spec.config.out, spec.checkpoint, identity)
+    folder = checkpoint_dir(spec.config.out, spec.config.models[0].name, spec.checkpoint)
+    check_folder_owner(folder, spec.checkpoint, identity)  # a one-line error before any model loads
     summary = run_sweep(spec.config, log=log, loggers=loggers, plan=plan_checkpoint(spec.config, spec.checkpoint, identity, folder))
     results = folder / store.RESULTS_NAME if launched_ranks().is_main else None
     return EvalOutcome(results, summary)

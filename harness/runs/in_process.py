@@ -21,24 +21,31 @@ from __future__ import annotations
 
 import random
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
+from harness import store
+from harness.errors import UserError
 from harness.items.registry import BuildOptions
 from harness.runs import distributed, units
-from harness.runs.checkpoints import Checkpoint
+from harness.runs.checkpoints import Checkpoint, canonical_location, default_model_name
 from harness.runs.loss_sources import LossSettings, loss_settings
-from harness.runs.plan import BuiltTasks, build_tasks, eval_out_dir, plan_checkpoint
+from harness.runs.plan import BuiltTasks, build_tasks, check_folder_owner, plan_checkpoint
+from harness.runs.plan import checkpoint_dir as checkpoint_dir_of
 from harness.runs.prepare import InMemory, model_device
 from harness.runs.sweep import run_sweep
-from harness.runs.sweep_config import ModelSweep, SweepConfig, validated
+from harness.runs.sweep_config import ModelSweep, SweepConfig, check_api_arguments, validated
 
 # built once per process: (task list, build options) -> rendered items and their digests;
 # tokenizer fingerprint -> encodings
 _TASKS: dict[tuple[tuple[str, ...], BuildOptions], BuiltTasks] = {}
+# items scored between two looks at the clock under a time budget: a budget overshoots by at most one
+# such chunk (a few generations)
+_BUDGET_CHUNK = 4
 _ENCODINGS: dict[str, dict[str, tuple[int, ...]]] = {}
 
 
@@ -81,6 +88,8 @@ def evaluate_model(
     bigbench_mode: str = "auto",
     add_bos_token: bool | None = None,
     prefix_cache: bool = True,
+    max_new_tokens: int | str | None = None,
+    time_budget: float | None = None,
     progress: bool = False,
     log=None,
 ) -> pd.DataFrame:
@@ -93,8 +102,20 @@ def evaluate_model(
     ``step``, ``name``, ``size``, ``tokens_per_step``: the table's step, model, size and
     tokens_seen = step x tokens_per_step.  ``checkpoint_dir``: see the module docstring.  Under a multi-process launch
     every process scores its share and the main process writes; other processes get no rows.
+
+    Budgets, for evaluation inside a training loop: ``max_new_tokens`` caps the tokens generated per
+    item (a count, or ``"auto"``: from each item's targets, for tasks that read the answer at the start
+    of the generation, a cap a model that answers never reaches: ``items.rows.capped``); the cap is part
+    of the items, so of the unit keys.  ``time_budget``: seconds this evaluation may spend scoring
+    items; past it, each unfinished task unit is written ``partial`` (the metrics of the items scored,
+    rows with status ``partial``), never as finished, and a later evaluation of the same weights
+    resumes it.  The loss is measured whatever the budget.  Neither set: results as without them.
     """
+    check_api_arguments("evaluate_model", {k: v for k, v in locals().items() if k not in ("model", "tokenizer", "log")})
     log = log or (lambda message: None)
+    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or not time_budget >= 0):
+        raise UserError(f"evaluate_model: time_budget={time_budget!r}: pass seconds >= 0, or None for no budget")
+    deadline = time.monotonic() + time_budget if time_budget is not None else None
     tasks = parse_tasks(tasks)
     device = model_device(model)
     ranks, _ = distributed.join(device)
@@ -105,40 +126,48 @@ def evaluate_model(
             if ranks.world > 1:
                 _barrier()  # the main process has written the folder before any process hashes it
             identity = units.CheckpointIdentity(None, None, folder_content_hash(Path(checkpoint_dir)), weights_dtype(model))
-            model_name = str(checkpoint_dir)
+            # the saved folder as `harness eval --model <folder>` names it: resolved, and its run's name
+            model_name = canonical_location(str(checkpoint_dir))
+            default_name = default_model_name(model_name)
         else:
             identity = units.loaded_model_identity(model, tokenizer)
             model_name = name or getattr(model.config, "_name_or_path", None) or "model"
+            default_name = model_name
         loss: LossSettings | None = loss_settings(
             corpus=Path(loss_corpus) if loss_corpus is not None else None, window=loss_window, tokens=loss_tokens,
         )
         if loss is None and train_loss is not None:
             loss = LossSettings("trainer", value=float(train_loss), logged_step=train_loss_step)
         with _results_root(out) as root:
+            model_label = name or default_name
             config = validated(SweepConfig(
-                models=(ModelSweep(name=name or model_name, size=size, loss=loss, tokens_per_step=tokens_per_step),),
+                models=(ModelSweep(name=model_label, size=size, loss=loss, tokens_per_step=tokens_per_step),),
                 tasks=tasks, out=root, data_dir=Path(data_dir) if data_dir is not None else None, limit=limit,
                 num_fewshot=num_fewshot, prompt_type=prompt_type, bigbench_mode=bigbench_mode, dtype=identity.dtype,
                 device=device, batch_size=batch_size, add_bos_token=add_bos_token, prefix_cache=prefix_cache,
-                prefetch=False, progress=progress,
+                prefetch=False, progress=progress, max_new_tokens=max_new_tokens,
+                # under a time budget, items are saved (and the clock checked) in small chunks
+                save_every=_BUDGET_CHUNK if deadline is not None else 256,
             ))
+            # a saved folder's results go where `harness eval --model <folder>` (and a sweep) look:
+            # <out>/<run>/checkpoint-N; a state held only in memory is named by its step,
+            # <out>/<name>/step-N (its identity, a hash of the state dict, keys its units)
+            where = model_name if checkpoint_dir is not None else (f"step-{step}" if step is not None else "model")
             checkpoint = Checkpoint(model_name, None, step)
-            # a saved folder's results go where `harness eval --model <folder>` looks; a run's
-            # in-memory states are told apart by step, and the identity's digest tells runs apart
-            label = None if checkpoint_dir is not None else (f"{model_name}/step-{step}" if step is not None else model_name)
-            out_dir = eval_out_dir(root, checkpoint, identity, label)
+            out_dir = checkpoint_dir_of(root, model_label, Checkpoint(where, None, step))
+            check_folder_owner(out_dir, checkpoint, identity)
             plan = plan_checkpoint(config, checkpoint, identity, out_dir, tasks_once(tasks, config.build_options()))
             info = _model_info(model, tokenizer, model_name, identity)
-            summary = run_sweep(config, log=log, plan=plan, memory=InMemory((model, tokenizer, info), _ENCODINGS))
+            summary = run_sweep(config, log=log, plan=plan, memory=InMemory((model, tokenizer, info), _ENCODINGS),
+                                deadline=deadline)
             if summary.interrupted:
                 raise KeyboardInterrupt
+            from harness.analysis.table import COLUMNS, view_table
+
             if not ranks.is_main:
-                from harness.analysis.table import COLUMNS
-
                 return pd.DataFrame(columns=COLUMNS)
-            from harness.analysis.table import results_table
-
-            return results_table(out_dir)
+            # the rows of this evaluation's units only (the folder may hold other settings' units)
+            return view_table(out_dir / store.RESULTS_NAME)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError, check_run_values, check_whole_number
+from harness.errors import UserError, check_input_file, check_run_values, check_whole_number, not_utf8
 
 TRAINER_STATE_NAME = "trainer_state.json"
 _STEP_COLUMNS = ("step", "_step", "global_step", "iteration", "iter", "steps")
@@ -51,8 +51,7 @@ def loss_settings(
     check_run_values(loss_window=window, loss_tokens=tokens,
                      names={"loss_window": "--loss-window (loss: window:)", "loss_tokens": "--loss-tokens (loss: tokens:)"})
     if corpus is not None:
-        if not Path(corpus).is_file():
-            raise UserError(f"--loss-corpus {corpus} does not exist; pass a .txt or .jsonl file")
+        check_corpus(Path(corpus))
         return LossSettings("corpus", corpus=Path(corpus), window=window, tokens=tokens)
     if loss_from is None:
         return None
@@ -63,9 +62,42 @@ def loss_settings(
         raise UserError(
             f"--loss-from {loss_from!r}: pass trainer-state, trainer-state:eval, or a .csv/.tsv file of step and loss"
         )
-    if not path.is_file():
-        raise UserError(f"--loss-from file {loss_from!r} does not exist; check the path")
+    check_input_file(path, "--loss-from", "a .csv/.tsv file of step and loss")
+    if not read_loss_log(path).steps:  # its header and every row checked now, before any checkpoint is looked at
+        raise UserError(f"--loss-from {path} has a header but no step/loss rows; pass the log with its rows")
     return LossSettings("file", file=path, smoothing=smoothing)
+
+
+def check_corpus(path: Path) -> None:
+    """The loss corpus is usable, checked before any model loads: a readable ``.txt`` or ``.jsonl``
+    file in UTF-8, every ``.jsonl`` line an object with a string ``text`` field (as ``engine.loss.
+    read_corpus`` reads it), and some text in it.  One pass, line by line (nothing is kept)."""
+    check_input_file(path, "--loss-corpus", "a .txt or .jsonl file (one JSON object with a 'text' field per line)")
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".jsonl"):
+        raise UserError(f"--loss-corpus {path} is neither .txt nor .jsonl; convert it to one of them")
+    has_text = False
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if suffix == ".txt":
+                    has_text = has_text or bool(line.strip())
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise UserError(f"--loss-corpus {path} line {number} is not JSON; fix the line or remove it") from None
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    fields = f" (it has {', '.join(map(repr, list(record)[:5]))})" if isinstance(record, dict) and record else ""
+                    raise UserError(f"--loss-corpus {path} line {number} has no string \"text\" field{fields}; "
+                                    "write one JSON object with a \"text\" field per line")
+                has_text = has_text or bool(record["text"].strip())
+    except UnicodeDecodeError as error:
+        raise not_utf8(f"--loss-corpus {path}", error) from None
+    if not has_text:
+        raise UserError(f"--loss-corpus {path} holds no text; pass a held-out corpus with text in it")
 
 
 def trainer_state_loss(checkpoint: Path, step: int | None, *, use_eval: bool = False) -> dict[str, Any]:
@@ -102,6 +134,13 @@ def read_loss_log(path: Path) -> LossLog:
     """Read a .csv (comma) or .tsv (tab) file with a header: a step column (``step``, ``_step``,
     ``global_step``, ``iteration``, ``iter``) and the first column whose name holds ``loss``."""
     path = Path(path)
+    try:
+        return _read_loss_log(path)
+    except UnicodeDecodeError as error:
+        raise not_utf8(f"--loss-from {path}", error) from None
+
+
+def _read_loss_log(path: Path) -> LossLog:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)

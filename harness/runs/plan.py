@@ -5,18 +5,20 @@ checkpoints, and the units of work (checkpoint × task, and the loss) that this 
     plan_checkpoint: the same for one checkpoint named on the command line (``harness eval``) or
                      held in memory (``harness.evaluate_model``): eval is a sweep of one checkpoint
 
-Where a checkpoint's results go:
-  - a sweep: ``<out>/<model name>/<revision or checkpoint folder name>``, fixed by the plan, so shards
-    agree on it without loading anything (two checkpoints that would share one are refused);
-  - one checkpoint: ``<out>/<readable slug>-<hash of its identity>`` (resolved first: a local
-    folder's content hash, a hub revision's commit): paths that end alike (``a/run/checkpoint-60``,
-    ``b/run/checkpoint-60``) never share one.
+Where a checkpoint's results go, for a sweep, ``harness eval`` and ``EvalCallback`` alike:
+``<out>/<model name>/<revision, or the checkpoint folder's name>`` (``checkpoint_dir``), fixed before
+anything is loaded, so shards agree on it and each command finds the others' finished units.  A local
+checkpoint is its resolved path (``checkpoints.canonical_location``): spelling it another way changes
+neither its folder nor its name.  The folder is a place, not an identity: different weights that
+land in one folder (a checkpoint overwritten, two runs given one name) keep their own units, since
+every key holds the weights' identity, and a view or a table row never joins units of two identities.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import store
@@ -24,18 +26,19 @@ from harness.errors import UserError
 from harness.items import registry
 from harness.items.registry import BuildOptions
 from harness.items.rows import TaskRows, build_task_rows
-from harness.runs.checkpoints import Checkpoint
+from harness.runs.checkpoints import Checkpoint, canonical_location
 from harness.runs.sweep_config import ModelSweep, SweepConfig
-from harness.runs.units import LOSS_UNIT, CheckpointIdentity, identity_digest, items_sha256, plan_id
+from harness.runs.units import LOSS_UNIT, CheckpointIdentity, items_sha256, plan_id
 
 
 @dataclass(frozen=True)
 class PlannedCheckpoint:
     model: ModelSweep
     checkpoint: Checkpoint
-    out_dir: Path  # checkpoint_out_dir (a sweep) or eval_out_dir (one named checkpoint)
+    out_dir: Path  # checkpoint_dir(out, model name, checkpoint)
     units: tuple[str, ...]  # the task labels (and "loss") this shard owns for this checkpoint
     identity: CheckpointIdentity | None = None  # when known before preparing (one named checkpoint)
+    labels: tuple[str, ...] = ()  # every label of the run at this checkpoint, other shards' too (its view's request)
 
 
 @dataclass
@@ -51,18 +54,33 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@+-]+", "_", text.replace("/", "__")).strip("_.") or "model"
 
 
-def checkpoint_out_dir(out: Path, model: ModelSweep, checkpoint: Checkpoint) -> Path:
-    """A sweep's folder: ``<out>/<model name>/<revision or checkpoint folder name>``."""
-    name = checkpoint.revision or Path(checkpoint.model.rstrip("/\\")).name
-    if checkpoint.revision is None and checkpoint.model.rstrip("/\\") == model.name.rstrip("/\\"):
-        name = "checkpoint"  # the model's folder is itself its only checkpoint
-    return Path(out) / _slug(model.name) / _slug(name)
+def checkpoint_dir(out: Path, model_name: str, checkpoint: Checkpoint) -> Path:
+    """One checkpoint's folder, the same for sweep, eval and the callback:
+    ``<out>/<model name>/<revision, or the checkpoint folder's name>``."""
+    name = checkpoint.revision or Path(checkpoint.model.rstrip("/\\")).name or "checkpoint"
+    return Path(out) / _slug(model_name) / _slug(name)
 
 
-def eval_out_dir(out: Path, checkpoint: Checkpoint, identity: CheckpointIdentity, label: str | None = None) -> Path:
-    """One checkpoint's folder: ``<out>/<slug of label or model@revision>-<identity digest>``."""
-    digest = identity_digest(identity)
-    return Path(out) / store.checkpoint_dirname(label or checkpoint.model, None if label else checkpoint.revision, digest)
+def canonical(checkpoint: Checkpoint) -> Checkpoint:
+    """The checkpoint with a local path resolved (``checkpoints.canonical_location``)."""
+    return replace(checkpoint, model=canonical_location(checkpoint.model)) if checkpoint.revision is None else checkpoint
+
+
+class FolderTaken(UserError):
+    """Another checkpoint's units are in the folder this one would use (two runs given one name)."""
+
+
+def check_folder_owner(out_dir: Path, checkpoint: Checkpoint, identity: CheckpointIdentity) -> None:
+    """Refuse a folder holding another checkpoint's units (a different path with different weights),
+    which would become one series in the report; the same path with new weights (an overwritten
+    checkpoint) and the same weights at a new path (a moved run) are the same checkpoint."""
+    other = store.other_checkpoint(out_dir, {"model": checkpoint.model, "revision": checkpoint.revision},
+                                   dataclasses.asdict(identity))
+    if other is not None:
+        raise FolderTaken(
+            f"{out_dir} holds the results of {other}, other weights than {checkpoint.label}; "
+            "give this run its own model name (--name, name: in a sweep config, EvalCallback(name=...)) or another --out"
+        )
 
 
 # label -> the task's items, and label -> the digest of its items (what the unit keys hash)
@@ -92,8 +110,8 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
         discovery = model.discover()
         notes.extend(discovery.notes)
         labels = _labels(built, model)
-        for checkpoint in discovery.checkpoints:
-            out_dir = checkpoint_out_dir(config.out, model, checkpoint)
+        for checkpoint in map(canonical, discovery.checkpoints):
+            out_dir = checkpoint_dir(config.out, model.name, checkpoint)
             if owners.setdefault(out_dir, checkpoint.label) != checkpoint.label:
                 raise UserError(
                     f"{owners[out_dir]} and {checkpoint.label} would share the results folder {out_dir}; "
@@ -102,7 +120,7 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
             total += len(labels)
             owned = tuple(label for label in labels if config.shard.owns(plan_id(model.name, checkpoint, label)))
             if owned:
-                planned.append(PlannedCheckpoint(model, checkpoint, out_dir, owned))
+                planned.append(PlannedCheckpoint(model, checkpoint, out_dir, owned, labels=tuple(labels)))
     return SweepPlan(planned, built, digests, notes, total)
 
 
@@ -111,12 +129,12 @@ def plan_checkpoint(
     built: BuiltTasks | None = None,
 ) -> SweepPlan:
     """The plan of one checkpoint of ``config.models[0]`` whose identity is known, into ``out_dir``
-    (``eval_out_dir``): the units this shard owns (``--shard`` splits the tasks of one checkpoint as
+    (``checkpoint_dir``): the units this shard owns (``--shard`` splits the tasks of one checkpoint as
     it splits a sweep's; processes of one launch split each unit's items instead).  ``built``: task
     items built earlier (a training run evaluates the same items at every step)."""
     (model,) = config.models
     built_rows, digests = built if built is not None else build_tasks(config.tasks, config.build_options())
     labels = _labels(built_rows, model)
     owned = tuple(label for label in labels if config.shard.owns(plan_id(model.name, checkpoint, label)))
-    planned = [PlannedCheckpoint(model, checkpoint, out_dir, owned, identity)] if owned else []
+    planned = [PlannedCheckpoint(model, checkpoint, out_dir, owned, identity, tuple(labels))] if owned else []
     return SweepPlan(planned, built_rows, digests, [], len(labels))

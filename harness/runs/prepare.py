@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
 from harness.runs.loss_sources import TRAINER_STATE_NAME, LossLog, LossSettings, read_loss_log
-from harness.runs.plan import PlannedCheckpoint, SweepPlan
+from harness.runs.plan import PlannedCheckpoint, SweepPlan, check_folder_owner
 from harness.runs.sweep_config import SweepConfig
 from harness.runs.unit_files import is_finished
 from harness.runs.units import (
@@ -59,6 +59,8 @@ class Prepared:
     loaded: tuple[Any, Any, Any] | None  # (model, tokenizer, ModelInfo) when a pending unit needs it
     load_error: Exception | None  # the weights could not be loaded: every pending unit fails with it
     load_seconds: float = 0.0
+    request: dict[str, str] = field(default_factory=dict)  # label -> key of every unit of the run here, all shards'
+    warnings: list[str] = field(default_factory=list)  # unreadable unit files found (counted as missing)
 
 
 class RunInputs:
@@ -99,28 +101,25 @@ class RunInputs:
 
 
 def loss_record(
-    settings: LossSettings, planned: PlannedCheckpoint, identity: CheckpointIdentity | None, inputs: RunInputs,
+    settings: LossSettings, planned: PlannedCheckpoint, identity: CheckpointIdentity, inputs: RunInputs,
 ) -> LossUnitRecord:
     from harness.engine.models import file_sha256
 
     checkpoint = planned.checkpoint
-    common = {"checkpoint_ref": checkpoint.label, "step": checkpoint.step, "source": settings.kind}
+    common = {"checkpoint": identity, "step": checkpoint.step, "source": settings.kind}
     if settings.kind == "corpus":
         return LossUnitRecord(
-            checkpoint=identity, input_sha256=inputs.digest(settings.corpus), window=settings.window,
-            tokens=settings.tokens, **common,
+            input_sha256=inputs.digest(settings.corpus), window=settings.window, tokens=settings.tokens, **common,
         )
     if settings.kind == "file":
-        return LossUnitRecord(
-            checkpoint=None, input_sha256=inputs.digest(settings.file), smoothing=settings.smoothing, **common
-        )
+        return LossUnitRecord(input_sha256=inputs.digest(settings.file), smoothing=settings.smoothing, **common)
     if settings.kind == "trainer":
         given = f"{settings.value!r}@{settings.logged_step}".encode("utf-8")
-        return LossUnitRecord(checkpoint=identity, input_sha256=hashlib.sha256(given).hexdigest(), **common)
+        return LossUnitRecord(input_sha256=hashlib.sha256(given).hexdigest(), **common)
     state = Path(checkpoint.model) / TRAINER_STATE_NAME
     if not state.is_file():
         raise UserError(f"{state} does not exist; --loss-from trainer-state needs HF Trainer checkpoints")
-    return LossUnitRecord(checkpoint=None, input_sha256=file_sha256(state), **common)
+    return LossUnitRecord(input_sha256=file_sha256(state), **common)
 
 
 def prepare(
@@ -132,14 +131,15 @@ def prepare(
 
     started = time.perf_counter()
     loss = planned.model.loss
-    needs_identity = any(label != LOSS_UNIT for label in planned.units) or (loss is not None and loss.needs_model)
-    identity = planned.identity
-    if identity is None and needs_identity:
-        identity = checkpoint_identity(planned.checkpoint, dtype)
+    # every unit, a logged loss too, is keyed by the weights' identity (units.LossUnitRecord)
+    identity = planned.identity if planned.identity is not None else checkpoint_identity(planned.checkpoint, dtype)
+    check_folder_owner(planned.out_dir, planned.checkpoint, identity)
     opts = config.build_options()
     records: dict[str, Any] = {}
     record_errors: dict[str, Exception] = {}
-    for label in planned.units:
+    # the keys of every unit of the run at this checkpoint, other shards' too: the view shows the
+    # request as a whole, whichever shard finishes its part last
+    for label in planned.labels:
         if label == LOSS_UNIT:
             try:
                 records[label] = loss_record(loss, planned, identity, inputs)
@@ -148,8 +148,12 @@ def prepare(
             continue
         built = plan.task_rows[label]
         records[label] = task_unit_record(identity, label, built.spec, plan.items_sha256[label], opts, config.add_bos_token)
-    keys = {label: unit_key(record) for label, record in records.items()}
-    finished = [label for label, key in keys.items() if is_finished(planned.out_dir, key)]
+    request = {label: unit_key(record) for label, record in records.items()}
+    keys = {label: key for label, key in request.items() if label in planned.units}
+    # a unit whose record could not be made has no key; its failure still belongs to the request
+    request.update({label: "" for label in record_errors})
+    warnings: list[str] = []
+    finished = [label for label, key in keys.items() if is_finished(planned.out_dir, key, warnings.append)]
     pending = [label for label in planned.units if label not in finished]
     needs_model = any(label != LOSS_UNIT or (loss.needs_model and label not in record_errors) for label in pending)
     loaded, load_error = None, None
@@ -165,5 +169,6 @@ def prepare(
         except Exception as error:  # noqa: BLE001 - corrupt or missing weights fail this checkpoint only
             load_error = error
     return Prepared(
-        planned, keys, records, record_errors, pending, finished, loaded, load_error, time.perf_counter() - started
+        planned, keys, records, record_errors, pending, finished, loaded, load_error, time.perf_counter() - started,
+        request, warnings,
     )

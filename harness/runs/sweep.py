@@ -32,12 +32,12 @@ from harness.items.rows import TaskRows
 from harness.runs import distributed
 from harness.runs.distributed import Ranks
 from harness.runs.loss_sources import LossSettings, logged_loss, trainer_state_loss
-from harness.runs.plan import PlannedCheckpoint, SweepPlan, plan_sweep
+from harness.runs.plan import FolderTaken, PlannedCheckpoint, SweepPlan, plan_sweep
 from harness.runs.prefetch import BackgroundCall
 from harness.runs.prepare import InMemory, Prepared, RunInputs, prepare
 from harness.runs.score import score_items, split_by_row, task_entries
 from harness.runs.sweep_config import SweepConfig
-from harness.runs.unit_files import Log, RunLog, error_line, now, unit_header, write_failure, write_unit
+from harness.runs.unit_files import Log, RunLog, error_line, now, unit_header, write_failure, write_unit, write_view
 from harness.runs.units import LOSS_UNIT
 
 
@@ -49,6 +49,7 @@ class SweepSummary:
     units_skipped: int = 0  # finished before this run started
     units_done: int = 0  # finished by this run
     units_failed: int = 0
+    units_partial: int = 0  # task units a time budget cut: written ``partial``, resumed by the next run
     # finished units this run wrote over an existing finished file: work done twice (two processes
     # given the same shard, say); always 0 in a correct setup
     units_recomputed: int = 0
@@ -61,8 +62,9 @@ class SweepSummary:
     interrupted: bool = False
 
     def line(self) -> str:
+        cut = f", {self.units_partial} cut by the time budget (partial)" if self.units_partial else ""
         return (
-            f"sweep {self.shard}: {self.units_done} units run, {self.units_skipped} already done, "
+            f"sweep {self.shard}: {self.units_done} units run{cut}, {self.units_skipped} already done, "
             f"{self.units_failed} failed (of {self.units_owned} owned, {self.units_in_sweep} in the sweep); "
             f"{self.items_scored} items scored, {self.items_resumed} resumed from disk"
         )
@@ -115,17 +117,24 @@ class _Run:
     ranks: Ranks
     device: str
     loggers: Any = None
+    deadline: float | None = None  # time.monotonic() past which no more items are scored (a time budget)
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 def run_sweep(
     config: SweepConfig, log: Log = print, loggers: Any = None, *, plan: SweepPlan | None = None,
-    memory: InMemory | None = None,
+    memory: InMemory | None = None, deadline: float | None = None,
 ) -> SweepSummary:
     """Run this shard's pending units; failures are recorded and passed over, Ctrl-C (or SIGTERM,
     as SLURM sends before a time limit) stops after keeping everything finished so far.
 
     ``plan``: a plan made elsewhere (``plan_checkpoint`` for one checkpoint), else ``plan_sweep``.
-    ``memory``: the plan's one checkpoint is this model in memory.  ``loggers``
+    ``memory``: the plan's one checkpoint is this model in memory.  ``deadline`` (``time.monotonic()``,
+    a time budget: ``evaluate_model(time_budget=)``): once past it no more items are scored, and each
+    task unit left unfinished is written ``partial`` (the metrics of the items it scored, never taken
+    for a finished unit: the next run resumes it); the loss unit still runs.  ``loggers``
     (``harness.runs.loggers.Loggers``, ``--log-to``): each checkpoint's series, written once its
     units are run or found done, against its step."""
     device = memory.device if memory is not None else config.device
@@ -143,7 +152,7 @@ def run_sweep(
     )
     encodings = memory.encodings if memory is not None else None
     with StopRequest() as stop:
-        run = _Run(config, plan, summary, run_log, stop, RunInputs(encodings), ranks, device, loggers)
+        run = _Run(config, plan, summary, run_log, stop, RunInputs(encodings), ranks, device, loggers, deadline)
         try:
             _run_plan(run, memory)
         except KeyboardInterrupt:
@@ -211,7 +220,10 @@ def _run_plan(run: _Run, memory: InMemory | None) -> None:
 
 def _checkpoint_failed(run: _Run, planned: PlannedCheckpoint, error: Exception) -> None:
     for label in planned.units:
-        if run.ranks.is_main:
+        if run.ranks.is_main and isinstance(error, FolderTaken):
+            # nothing is written into a folder that holds another checkpoint's results
+            run.summary.failures.append({"checkpoint": planned.checkpoint.label, "task": label, "error": error_line(error)})
+        elif run.ranks.is_main:
             run.summary.failures.append(write_failure(planned, label, error, _provenance(run)))
         run.summary.units_failed += 1
     run.log.event("checkpoint_failed", f"FAILED {planned.checkpoint.label}: {error_line(error)}",
@@ -223,6 +235,12 @@ def _evaluate_checkpoint(run: _Run, prepared: Prepared, waited: float) -> str | 
     from harness.engine import Engine
 
     planned, config, summary = prepared.planned, run.config, run.summary
+    for warning in prepared.warnings:
+        run.log.event("warning", warning, checkpoint=planned.checkpoint.label)
+    if run.ranks.is_main:
+        # the view of this run's request before anything runs: units found done are shown, and a
+        # view left by a run with other settings (or of other weights) is never shown as this one's
+        write_view(planned, prepared.request)
     summary.skipped.extend(prepared.keys[label] for label in prepared.skipped)
     summary.units_skipped += len(prepared.skipped)
     if prepared.skipped:
@@ -285,12 +303,20 @@ def _run_unit(run: _Run, prepared: Prepared, label: str, engine: Any) -> None:
         else:
             body = _run_task_unit(run, engine, run.plan.task_rows[label], planned, key)
             unit = {**unit_header(planned, label, "task", key, record, provenance, extra), **body}
-        unit.update(model=dataclasses.asdict(info) if info is not None else None, status="done", finished=now())
+        partial = unit.get("partial") is not None
+        unit.update(model=dataclasses.asdict(info) if info is not None else None, status="partial" if partial else "done",
+                    finished=now())
         if run.ranks.is_main:
-            run.summary.units_recomputed += write_unit(planned, unit)
+            run.summary.units_recomputed += write_unit(planned, unit, prepared.request)
+        if partial:
+            run.summary.units_partial += 1
+            run.log.event("unit_partial", f"CUT {planned.checkpoint.label} {label}: the time budget ran out after "
+                          f"{unit['partial']['items_scored']} of {unit['partial']['items_total']} items; the unit is partial",
+                          checkpoint=planned.checkpoint.label, task=label, key=key, **unit["partial"])
+            return
     except Exception as error:  # noqa: BLE001 - out of memory after back-off, NaN, bad files: recorded, run goes on
         if run.ranks.is_main:
-            run.summary.failures.append(write_failure(planned, label, error, provenance, record))
+            run.summary.failures.append(write_failure(planned, label, error, provenance, record, key, prepared.request))
         run.summary.units_failed += 1
         run.log.event("unit_failed", f"FAILED {planned.checkpoint.label} {label}: {error_line(error)}",
                       checkpoint=planned.checkpoint.label, task=label, key=key, error=error_line(error))
@@ -325,9 +351,13 @@ def _run_task_unit(run: _Run, engine: Any, built: TaskRows, planned: PlannedChec
     """Score the unit's items not yet in its item log, appending them in chunks of ``save_every``,
     then aggregate every row from the whole log."""
     items_path = store.unit_items_path(planned.out_dir, key)
-    saved = store.read_partial_jsonl(items_path)
+    saved, bad = store.read_item_log(items_path)
+    saved = [r for r in saved if "task" in r and "doc_id" in r]
+    if bad:
+        run.log.event("warning", f"warning: {items_path}: {bad} unreadable lines skipped (their items are scored "
+                      "again); every valid line is kept", checkpoint=planned.checkpoint.label, key=key, bad_lines=bad)
     if items_path.exists() and run.ranks.is_main:
-        # drop a line torn by a kill before appending after it
+        # drop the bad lines (a line torn by a kill) before appending after them; the valid lines stay
         store.write_jsonl_atomic(items_path, saved)
     have = {(r["task"], r["doc_id"]): r for r in saved}
     flat = [item for items in built.rows.values() for item in items]
@@ -335,6 +365,8 @@ def _run_task_unit(run: _Run, engine: Any, built: TaskRows, planned: PlannedChec
     run.summary.items_resumed += len(flat) - len(todo)
     before = (engine.tokens_forwarded, engine.tokens_naive, time.perf_counter())
     for start in range(0, len(todo), run.config.save_every):
+        if run.out_of_time():
+            break
         chunk = todo[start : start + run.config.save_every]
         records = _score_chunk(run, engine, built, chunk)  # the engine fails a unit on NaN or inf (NonFiniteOutput)
         if run.ranks.is_main:
@@ -342,7 +374,10 @@ def _run_task_unit(run: _Run, engine: Any, built: TaskRows, planned: PlannedChec
         have.update(((r["task"], r["doc_id"]), r) for r in records)
         run.summary.items_scored += len(records)
         run.stop.check()
-    records = [have[(item.task, item.doc_id)] for item in flat]
+    if len(have) < len(flat):  # cut by the time budget: the metrics of the items scored, marked partial
+        built = dataclasses.replace(built, rows={row: kept for row, items in built.rows.items()
+                                                 if (kept := [item for item in items if (item.task, item.doc_id) in have])})
+    records = [have[(item.task, item.doc_id)] for items in built.rows.values() for item in items]
     counts = distributed.sum_over_processes({
         "tokens_forwarded": engine.tokens_forwarded - before[0], "tokens_naive": engine.tokens_naive - before[1],
     }, run.ranks)
@@ -353,10 +388,14 @@ def _run_task_unit(run: _Run, engine: Any, built: TaskRows, planned: PlannedChec
         "forwarded_over_naive": forwarded / naive if naive else None,
         "seconds": round(time.perf_counter() - before[2], 3),
         "prefix_cache": engine.prefix_cache,
-        "items_scored": len(todo),
+        "items_scored": len(records) - (len(flat) - len(todo)),
         "items_resumed": len(flat) - len(todo),
     }
-    return {"tasks": task_entries(built, split_by_row(built, records)), "stats": stats, "items": items_path.name}
+    body = {"tasks": task_entries(built, split_by_row(built, records)) if records else {}, "stats": stats,
+            "items": items_path.name}
+    if len(records) < len(flat):
+        body["partial"] = {"items_scored": len(records), "items_total": len(flat), "reason": "time budget"}
+    return body
 
 
 def _run_loss_unit(settings: LossSettings, planned: PlannedCheckpoint, loaded: Any, run: _Run) -> dict[str, Any]:

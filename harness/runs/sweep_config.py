@@ -18,18 +18,23 @@ settings, output folder, device, batch size — from ``--config sweep.yaml`` or 
         name: my-1b
         size: 1b
         loss: {from: trainer-state} # per-model override of the loss settings
+
+Every value is checked by type before anything runs (``_GLOBAL_TYPES``, ``_MODEL_TYPES``,
+``_LOSS_TYPES``): a boolean is an unquoted true/false (``"false"`` is a string, and bool("false")
+would be True), a count a whole number; a wrong one is one line naming the key and the type.  The
+Python API's arguments are checked against the same table (``check_api_arguments``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from harness.runs.checkpoints import Discovery, discover_checkpoints, hub_checkpoints, parse_revisions
-from harness.errors import UserError, check_run_values, check_whole_number
+from harness.errors import UserError, check_input_file, check_run_values, check_type, check_whole_number, not_utf8
 from harness.runs.loss_sources import LossSettings, loss_settings
 from harness.items.registry import BuildOptions
 from harness.runs.units import Shard, parse_shard
@@ -75,12 +80,13 @@ class SweepConfig:
     progress: bool = True
     task_files: tuple[tuple[str, str], ...] = ()  # (task, local .jsonl or hub id): --task-file / task_files:
     data_revision: str | None = None  # hub datasets' revision: --data-revision / data_revision:
+    max_new_tokens: int | str | None = None  # cap on generated tokens per item, or "auto": --max-new-tokens
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(
             data_dir=self.data_dir, limit=self.limit, num_fewshot=self.num_fewshot,
             prompt_type=self.prompt_type, bigbench_mode=self.bigbench_mode, task_files=self.task_files,
-            hub_revision=self.data_revision,
+            hub_revision=self.data_revision, max_new_tokens=self.max_new_tokens,
         )
 
 
@@ -110,11 +116,14 @@ def _task_list(value: Any) -> tuple[str, ...]:
 
 
 def _default_name(paths: tuple[Path, ...]) -> str:
-    """A local run's name: the folder given, or the common parent of the checkpoint folders given."""
+    """A local run's name, whatever the spelling of its path: the folder given (the run of a
+    checkpoint folder given alone), or the common parent of the checkpoint folders given."""
+    from harness.runs.checkpoints import canonical_location as _canonical, default_model_name
+
     if len(paths) == 1:
-        return str(paths[0]).rstrip("/\\") or str(paths[0])
-    parents = {str(Path(p).parent) for p in paths}
-    return parents.pop() if len(parents) == 1 else str(paths[0])
+        return default_model_name(str(paths[0]))
+    parents = {Path(_canonical(str(p))).parent for p in paths}
+    return default_model_name(str(parents.pop())) if len(parents) == 1 else default_model_name(str(paths[0]))
 
 
 def model_sweep(
@@ -125,7 +134,9 @@ def model_sweep(
     (``model`` naming an existing folder counts as ``checkpoints``)."""
     if model is not None and Path(model).expanduser().is_dir() and checkpoints is None:
         checkpoints, model = model, None
-    if (model is None) == (checkpoints is None):
+    if model is None and checkpoints is None:
+        raise UserError("a sweep needs a model: --model HUB_ID --revisions ..., --checkpoints FOLDER, or --config")
+    if model is not None and checkpoints is not None:
         raise UserError("each model needs either a hub id (--model with --revisions) or --checkpoints FOLDER, not both")
     if checkpoints is not None:
         if revisions is not None:
@@ -159,10 +170,47 @@ def select_models(models: tuple[ModelSweep, ...], spec: str) -> tuple[ModelSweep
 _GLOBAL_KEYS = {
     "out", "tasks", "data_dir", "limit", "num_fewshot", "prompt", "bigbench_mode", "dtype", "device", "batch_size",
     "add_bos_token", "trust_remote_code", "prefix_cache", "save_every", "prefetch", "loss", "tokens_per_step", "models",
-    "task_files", "data_revision",
+    "task_files", "data_revision", "max_new_tokens",
 }
 _MODEL_KEYS = {"model", "revisions", "checkpoints", "name", "size", "loss", "tokens_per_step"}
 _LOSS_KEYS = {"corpus", "from", "window", "tokens", "smoothing"}
+
+# The type each setting must have (errors.check_type's kinds), in a sweep YAML and as a Python API
+# argument alike: a quoted "false" is a string, and bool("false") would turn remote code on.
+_GLOBAL_TYPES = {
+    "out": "path", "tasks": "string list", "data_dir": "path", "limit": "count", "num_fewshot": "count",
+    "prompt": "string", "bigbench_mode": "string", "dtype": "string", "device": "string", "batch_size": "count or auto",
+    "add_bos_token": "boolean or null", "trust_remote_code": "boolean", "prefix_cache": "boolean", "save_every": "count",
+    "prefetch": "boolean", "data_revision": "string", "max_new_tokens": "count or auto",
+}
+_MODEL_TYPES = {"model": "string", "checkpoints": "string list", "name": "string"}
+_LOSS_TYPES = {"corpus": "path", "from": "string", "window": "count", "tokens": "count", "smoothing": "count"}
+# SweepConfig's fields (what evaluate_model and eval_spec build) and the other arguments of the Python API
+_CONFIG_TYPES = {
+    **{k: v for k, v in _GLOBAL_TYPES.items() if k not in ("prompt", "tasks")},
+    "prompt_type": "string", "progress": "boolean", "add_bos_token": "boolean or null",
+}
+API_TYPES = {
+    **_CONFIG_TYPES, "tasks": "string list", "loss_corpus": "path", "loss_window": "count", "loss_tokens": "count",
+    "step": "count", "name": "string", "size": "string", "checkpoint_dir": "path", "train_loss": "number",
+    "train_loss_step": "count", "tokens_per_step": "count", "sequence_length": "count",
+    "time_budget": "number", "budget_seconds": "number", "budget_share": "number",
+}
+PROMPT_TYPES = ("zeroshot", "fewshot", "cot")
+BIGBENCH_MODES = ("auto", "gen", "mc")
+
+
+def _check_types(where: str, mapping: dict[str, Any], types: dict[str, str]) -> None:
+    for key, kind in types.items():
+        check_type(key, mapping.get(key), kind, where)
+
+
+def check_api_arguments(function: str, arguments: dict[str, Any]) -> None:
+    """Type-check the arguments of ``harness.evaluate_model`` / ``harness.EvalCallback`` (those
+    ``API_TYPES`` knows) before anything runs: one line naming the argument and the type it needs."""
+    for key, value in arguments.items():
+        if key in API_TYPES:
+            check_type(key, value, API_TYPES[key], f"{function}: ")
 
 
 def _resolve(base: Path, value: Any) -> Path | None:
@@ -183,6 +231,7 @@ def _check_keys(where: str, mapping: Any, allowed: set[str]) -> dict[str, Any]:
 
 def _loss_from_mapping(where: str, raw: Any, base: Path, inherited: dict[str, Any]) -> LossSettings | None:
     raw = {**inherited, **_check_keys(where, raw or {}, _LOSS_KEYS)}
+    _check_types(f"{where}.", raw, _LOSS_TYPES)
     loss_from = raw.get("from")
     if loss_from is not None and loss_from not in ("trainer-state", "trainer-state:eval"):
         loss_from = str(_resolve(base, loss_from))
@@ -201,6 +250,7 @@ def _task_files(path: Path, raw: Any, base: Path) -> tuple[tuple[str, str], ...]
         raise UserError(f"{path}: task_files must map task names to a .jsonl path or hub id, e.g. {{clozet: clozet.jsonl}}")
     files = []
     for task, source in raw.items():
+        check_type(f"task_files.{task}", source, "string", f"{path}: ")
         local = _resolve(base, source)
         files.append((str(task), str(local) if local.exists() else str(source)))
     return tuple(files)
@@ -210,20 +260,27 @@ def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
     """Read ``sweep.yaml`` (relative paths inside it are relative to the file); ``overrides`` are
     SweepConfig fields given as flags, which win over the file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path} does not exist; pass a sweep YAML file")
+    check_input_file(path, "--config", "a sweep YAML file")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise not_utf8(path, error) from None
     except yaml.YAMLError as error:
         raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}); fix the file") from None
     raw = _check_keys(str(path), raw, _GLOBAL_KEYS)
+    _check_types(f"{path}: ", raw, _GLOBAL_TYPES)
     base = path.parent
     if not raw.get("models"):
         raise UserError(f"{path} lists no models; add a 'models:' list (each with model+revisions or checkpoints)")
+    if not isinstance(raw["models"], list):
+        raise UserError(f"{path}: models must be a list (each entry '- model: ...' or '- checkpoints: ...'), "
+                        f"got a {type(raw['models']).__name__}")
     loss_defaults = _check_keys(f"{path}: loss", raw.get("loss") or {}, _LOSS_KEYS)
+    _check_types(f"{path}: loss.", loss_defaults, _LOSS_TYPES)
     models = []
     for index, entry in enumerate(raw["models"]):
         entry = _check_keys(f"{path}: models[{index}]", entry, _MODEL_KEYS)
+        _check_types(f"{path}: models[{index}].", entry, _MODEL_TYPES)
         has_own_loss = "loss" in entry
         loss = _loss_from_mapping(
             f"{path}: models[{index}].loss", entry.get("loss"), base, {} if has_own_loss else loss_defaults
@@ -249,18 +306,24 @@ def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
         device=str(raw.get("device", "auto")),
         batch_size=raw.get("batch_size", "auto"),
         add_bos_token=raw.get("add_bos_token"),
-        trust_remote_code=bool(raw.get("trust_remote_code", False)),
-        prefix_cache=bool(raw.get("prefix_cache", True)),
+        trust_remote_code=raw.get("trust_remote_code", False),  # booleans: checked above, never bool()-ed
+        prefix_cache=raw.get("prefix_cache", True),
         save_every=raw.get("save_every", 256),
-        prefetch=bool(raw.get("prefetch", True)),
+        prefetch=raw.get("prefetch", True),
         task_files=_task_files(path, raw.get("task_files"), base),
         data_revision=None if raw.get("data_revision") is None else str(raw["data_revision"]),
+        max_new_tokens=raw.get("max_new_tokens"),
     )
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     return validated(config)
 
 
 def validated(config: SweepConfig) -> SweepConfig:
+    _check_types("", {f.name: getattr(config, f.name) for f in fields(config)}, _CONFIG_TYPES)
+    if config.prompt_type is not None and config.prompt_type not in PROMPT_TYPES:
+        raise UserError(f"prompt {config.prompt_type!r}: pass one of {', '.join(PROMPT_TYPES)} (or leave it out)")
+    if config.bigbench_mode not in BIGBENCH_MODES:
+        raise UserError(f"bigbench_mode {config.bigbench_mode!r}: pass one of {', '.join(BIGBENCH_MODES)}")
     if not config.models:
         raise UserError("a sweep needs a model: --model HUB_ID --revisions ..., --checkpoints FOLDER, or --config")
     if not config.tasks and all(m.loss is None for m in config.models):
@@ -270,6 +333,9 @@ def validated(config: SweepConfig) -> SweepConfig:
         names={"limit": "--limit (limit:)", "num_fewshot": "--num-fewshot (num_fewshot:)", "batch_size": "--batch-size (batch_size:)"},
     )
     check_whole_number("--save-every (save_every:)", config.save_every, 1, "items scored between two saves, e.g. 256")
+    if config.max_new_tokens != "auto":
+        check_whole_number("--max-new-tokens (max_new_tokens:)", config.max_new_tokens, 1,
+                           "tokens generated per item at most, or auto (from the targets)")
     if not 0 <= config.shard.index < config.shard.count:
         raise UserError(f"--shard {config.shard.index}/{config.shard.count}: write i/n with 0 <= i < n, e.g. 0/4 ... 3/4")
     for model in config.models:

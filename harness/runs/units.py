@@ -95,13 +95,6 @@ def item_fields(item: Item) -> dict[str, Any]:
     return {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "meta"}
 
 
-def identity_digest(identity: CheckpointIdentity) -> str:
-    """8 hex digits of the identity: with a readable slug, a results folder name that two different
-    checkpoints (or dtypes) never share, even when their paths end alike."""
-    text = json.dumps(dataclasses.asdict(identity), sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-
-
 def items_sha256(rows: dict[str, list[Item]]) -> str:
     """Digest of every rendered item (``item_fields``): pins the data content and how it is scored,
     whichever copy of the data (hub, local folder) it came from."""
@@ -150,10 +143,15 @@ def task_unit_record(
 @dataclass(frozen=True)
 class LossUnitRecord:
     """Everything that decides a checkpoint's loss: for a corpus loss the weights and the corpus; for
-    a logged loss the log file's content and the step read from it."""
+    a logged loss the log file's content and the step read from it.
 
-    checkpoint: CheckpointIdentity | None  # None for losses read from logs (no weights are needed)
-    checkpoint_ref: str  # folder or hub id@revision, for logged losses (the log belongs to that run)
+    Every loss, a logged one too, is keyed by the weights' identity, as the task units beside it: a
+    results row joins a loss to task scores only when both were made for the same weights, so weights
+    replaced in a checkpoint folder never borrow the old weights' loss (or the reverse).  Where the
+    checkpoint lies on disk is not in the key (a moved run keeps its losses, and ``runs/x`` and
+    ``./runs/x/`` are one checkpoint)."""
+
+    checkpoint: CheckpointIdentity
     step: int | None
     source: str  # "corpus" | "trainer-state" | "trainer-state:eval" | "file" | "trainer"
     input_sha256: str  # corpus, trainer_state.json or loss log file; "trainer": the value and its step
