@@ -146,15 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     import_parser = sub.add_parser("import-lm-eval", help="import lm-evaluation-harness results JSON files (v0.3 and v0.4) as results")
     import_lm_eval.add_arguments(import_parser)
 
-    from harness.analysis import report
+    from harness.analysis.arguments import add_compare_arguments, add_report_arguments
 
     report_parser = sub.add_parser("report", help="figures, correlation table and emergence threshold of every task, from a results folder")
-    report.add_arguments(report_parser)
-
-    from harness.analysis import compare
+    add_report_arguments(report_parser)
 
     compare_parser = sub.add_parser("compare", help="our results beside a reference's (e.g. imported Pythia evals), cell by cell in stderr units")
-    compare.add_arguments(compare_parser)
+    add_compare_arguments(compare_parser)
 
     tiny = sub.add_parser("train-tiny", help="train the demo's tiny GPT-NeoX family on the CPU, offline (HF checkpoints at log-spaced steps)")
     tiny.add_argument("--out", type=Path, help="suite folder (default the demo's folder + /suite, e.g. results/demo/suite)")
@@ -430,13 +428,15 @@ def cmd_import_lm_eval(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.analysis import report
+    from harness.analysis.arguments import check_report_arguments
 
-    report.check_arguments(args)
+    check_report_arguments(args)
     check_whole_number("--seed", args.seed, 0, "any whole number >= 0 seeds the bootstraps, e.g. 0")
     if not Path(args.results).exists():
         raise UserError(f"{args.results} does not exist; pass a results folder or a table written by `harness table`")
     check_out_dir(args.out)
+    from harness.analysis import report
+
     return report.run(args)
 
 

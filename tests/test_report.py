@@ -14,6 +14,7 @@ from matplotlib import image
 from scipy import stats
 
 from harness.analysis import figures, report
+from harness.analysis.arguments import add_report_arguments
 from harness.analysis.points import POOLED, series_of
 from harness import store
 from harness.errors import UserError
@@ -76,7 +77,7 @@ def write_sweep(root: Path, sizes=SIZES, steps=STEPS, seed: int = 0, with_loss: 
 
 def report_args(results: Path, out: Path, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    report.add_arguments(parser)
+    add_report_arguments(parser)
     return parser.parse_args([str(results), "--out", str(out), "--bootstrap", "200", *extra])
 
 

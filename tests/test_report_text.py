@@ -15,6 +15,7 @@ import pytest
 
 from harness.analysis import agreement as agreement_module
 from harness.analysis import report, report_pages
+from harness.analysis.arguments import add_report_arguments
 from harness.analysis.agreement import Agreement
 from harness.analysis.known_tasks import KNOWN_TASKS, fill_known
 from harness.analysis.thresholds import (
@@ -130,7 +131,7 @@ def test_the_pythia_excerpt_report_names_the_proxy_and_reports_the_shift(tmp_pat
     import argparse
 
     parser = argparse.ArgumentParser()
-    report.add_arguments(parser)
+    add_report_arguments(parser)
     args = parser.parse_args([str(EXCERPT), "--out", str(tmp_path), "--bootstrap", "200", "--no-figures",
                               "--loss-from-task", "lambada_openai:perplexity"])
     assert report.run(args) == 0

@@ -275,7 +275,7 @@ def test_two_process_training_scores_shares_and_the_main_process_writes(tmp_path
     ours, theirs = _items(tmp_path / "out", SAVE_STEPS), _items(fresh, SAVE_STEPS)
     assert [r["generation"] for r in ours] == [r["generation"] for r in theirs]
     assert [r["target_logprobs"] for r in ours] == [pytest.approx(r["target_logprobs"], abs=1e-5) for r in theirs]
-    (folder,) = [p.parent.name for p in fresh.rglob("results.json")]
+    (folder,) = [p.parent.relative_to(fresh) for p in fresh.rglob("results.json")]  # <model>/<checkpoint>
     results = json.loads((tmp_path / "out" / folder / "results.json").read_text())
     assert results["processes"] == 2 and results["tokens_per_step"] == BATCH * 2 * SEQ
 

@@ -26,13 +26,12 @@ import pandas as pd
 
 from harness import store
 from harness.errors import UserError
+from harness.analysis.arguments import DEFAULT_FLOAT_TOLERANCE, DEFAULT_TOLERANCE
 from harness.analysis.table import markdown_table, one_configuration, results_table
 from harness.analysis.thresholds import is_proportion
 
 KEYS = ["model", "step", "task", "metric"]
-DEFAULT_TOLERANCE = 2.0  # combined standard errors, for independent samples
 DEFAULT_ITEM_SHARE = 0.005  # a reproduction may differ by this share of n items (at least one item)
-DEFAULT_FLOAT_TOLERANCE = 1e-4  # relative, for continuous metrics: fp32 log-probs agree to ~1e-4
 EXACT = 1e-9  # relative: "equal" for stored means
 
 
@@ -194,21 +193,6 @@ def write_comparison(comparison: Comparison, out: Path) -> list[Path]:
     written.insert(1, out / "compare.md")
     store.write_text_atomic(written[1], "\n".join(lines) + "\n")
     return written
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ours", type=Path, help="our results folder (harness eval / sweep --out)")
-    parser.add_argument("reference", type=Path, help="the reference results folder, e.g. from harness import-lm-eval")
-    parser.add_argument("--independent", action="store_true",
-                        help="the two sides scored different items: a z test in combined stderr instead of a reproduction")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="with --independent: agreement within this many combined stderr (default 2)")
-    parser.add_argument("--tolerance-items", type=float, metavar="K",
-                        help="a reproduction's proportions agree within K items (default: the larger of 1 and 0.5%% of n)")
-    parser.add_argument("--float-tolerance", type=float, default=DEFAULT_FLOAT_TOLERANCE, metavar="R",
-                        help="a reproduction's continuous metrics agree within this relative difference (default 1e-4)")
-    parser.add_argument("--fail-on-disagree", action="store_true", help="exit 1 when any shared cell is outside the rule")
-    parser.add_argument("--out", type=Path, help="where compare.csv, compare.md and figures/ go (default OURS/compare)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +28,13 @@ from harness.analysis.report_pages import prediction_frame, summary_markdown, wr
 from harness.analysis.table import markdown_table, with_task_loss
 from harness.analysis import agreement as agreement_module
 from harness.analysis.agreement import Agreement, agreement
+from harness.analysis.arguments import AXES, check_report_arguments
 from harness.analysis.known_tasks import fill_known
 from harness.analysis.shapes import benjamini_hochberg
 from harness.analysis.thresholds import Curve, Threshold, emergence_threshold, with_q
 
-AXES = ("loss", "compute", "params", "step")
 # bias benchmarks (stereotype preference): no "better" direction an ability rises in; left out by default
 BIAS_TASK_PREFIXES = ("crows_pairs",)
-PREDICTION_MODES = ("largest", "quantile")
 
 
 @dataclass(frozen=True)
@@ -70,46 +68,8 @@ class Report:
     max_loss: float | None = None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("results", type=Path,
-                        help="a results folder (searched recursively), or a table written by `harness table` (.csv / .parquet)")
-    parser.add_argument("--out", type=Path, default=Path("report"), help="folder for index.html, report.md, CSVs and figures")
-    parser.add_argument("--metric", help="metric for the thresholds and the main figure (default: each task's primary metric)")
-    parser.add_argument("--task", dest="tasks", nargs="+", metavar="TASK",
-                        help="tasks to report, e.g. mmlu gsm8k mmlu:anatomy (default: every top-level task)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the interval of η and the agreement test")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstraps (the report is reproducible)")
-    parser.add_argument("--max-loss", type=float, metavar="LOSS",
-                        help="leave checkpoints above this loss out of the correlations (e.g. step 0, at ln(vocabulary) nats)")
-    parser.add_argument("--loss-from-task", metavar="TASK:METRIC",
-                        help="the loss axis = ln(that perplexity) at the same checkpoint, labelled as a proxy; for results "
-                             "without a loss, e.g. published Pythia evals: lambada_openai:perplexity")
-    parser.add_argument("--no-figures", action="store_true", help="write the numbers only (CSVs, report.md, index.html): fast")
-    parser.add_argument("--x", choices=AXES, default="loss",
-                        help="axis of the generative tasks' companion figures: loss, compute (log), params (log) or step")
-    parser.add_argument("--y", choices=("linear", "log"), default="linear",
-                        help="y scale of the companion figures (log applies to panels whose values are all positive)")
-    parser.add_argument("--predict", choices=PREDICTION_MODES,
-                        help="prediction test: fit the smaller models and predict the largest (default with two or more "
-                             "models), or fit the checkpoints above a loss quantile (--cut-quantile) and predict the rest")
-    parser.add_argument("--cut-quantile", type=float, default=0.5, metavar="Q",
-                        help="with --predict quantile: the cut is this quantile of the checkpoints' losses (default 0.5)")
-    parser.add_argument("--cut", type=float, metavar="LOSS", help="the prediction test's cut as a loss (implies --predict quantile)")
-
-
-def check_arguments(args: argparse.Namespace) -> None:
-    if not 100 <= args.bootstrap <= 100_000:
-        raise UserError(f"--bootstrap {args.bootstrap} is out of range; use 100 to 100000 (default 1000)")
-    if args.max_loss is not None and not (math.isfinite(args.max_loss) and args.max_loss > 0):
-        raise UserError(f"--max-loss {args.max_loss} must be a positive loss in nats/token, e.g. 8")
-    if not (math.isfinite(args.cut_quantile) and 0 < args.cut_quantile < 1):
-        raise UserError(f"--cut-quantile {args.cut_quantile} must lie strictly between 0 and 1, e.g. 0.5")
-    if args.cut is not None and not math.isfinite(args.cut):
-        raise UserError(f"--cut {args.cut} must be a finite loss")
-
-
 def run(args: argparse.Namespace) -> int:
-    check_arguments(args)
+    check_report_arguments(args)
     source = Path(args.results)
     frame = read_results(source)
     if args.loss_from_task:
