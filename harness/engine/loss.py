@@ -34,7 +34,7 @@ from harness.engine.batching import check_batch_size
 from harness.engine.interface import Engine
 from harness.engine.loglikelihood import disjoint_windows
 from harness.engine.models import context_length, file_sha256
-from harness.errors import UserError, require_finite
+from harness.errors import UserError, not_utf8, require_finite
 
 
 @dataclass(frozen=True)
@@ -50,15 +50,18 @@ class LossResult:
     corpus_sha256: str  # content hash of the corpus file
 
 
-def read_corpus(path: Path) -> list[str]:
-    """``.txt``: the whole file is one document; ``.jsonl``: the ``text`` field of each non-blank line."""
+def read_corpus(path: Path, label: str = "corpus") -> list[str]:
+    """``.txt``: the whole file is one document; ``.jsonl``: the ``text`` field of each non-blank line.
+    ``label``: how an error names the file (``--loss-corpus`` when the command line gave it)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"no such corpus file {str(path)!r}; pass a .txt or .jsonl file")
+        raise UserError(f"no such {label} file {str(path)!r}; pass a .txt or .jsonl file")
     suffix = path.suffix.lower()
-    if suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
-    if suffix == ".jsonl":
+    if suffix not in (".txt", ".jsonl"):
+        raise UserError(f"{label} {path} is neither .txt nor .jsonl; convert it to one of them")
+    try:
+        if suffix == ".txt":
+            return [path.read_text(encoding="utf-8")]
         docs = []
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
@@ -67,12 +70,15 @@ def read_corpus(path: Path) -> list[str]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
-                    raise UserError(f"{str(path)!r} line {number} is not JSON; fix the line or remove it") from None
+                    raise UserError(f"{label} {path} line {number} is not JSON; fix the line or remove it") from None
                 if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise UserError(f"{str(path)!r} line {number} has no string \"text\" field; add one per line")
+                    fields = f" (it has {', '.join(map(repr, list(record)[:5]))})" if isinstance(record, dict) and record else ""
+                    raise UserError(f"{label} {path} line {number} has no string \"text\" field{fields}; "
+                                    "write one JSON object with a \"text\" field per line")
                 docs.append(record["text"])
         return docs
-    raise UserError(f"corpus {str(path)!r} is neither .txt nor .jsonl; convert it to one of them")
+    except UnicodeDecodeError as error:
+        raise not_utf8(f"{label} {path}", error) from None
 
 
 def corpus_token_stream(

@@ -70,33 +70,12 @@ def loss_settings(
 
 def check_corpus(path: Path) -> None:
     """The loss corpus is usable, checked before any model loads: a readable ``.txt`` or ``.jsonl``
-    file in UTF-8, every ``.jsonl`` line an object with a string ``text`` field (as ``engine.loss.
-    read_corpus`` reads it), and some text in it.  One pass, line by line (nothing is kept)."""
+    file in UTF-8, every ``.jsonl`` line an object with a string ``text`` field, and some text in it,
+    read by ``engine.loss.read_corpus``, the reader the loss unit uses."""
     check_input_file(path, "--loss-corpus", "a .txt or .jsonl file (one JSON object with a 'text' field per line)")
-    suffix = path.suffix.lower()
-    if suffix not in (".txt", ".jsonl"):
-        raise UserError(f"--loss-corpus {path} is neither .txt nor .jsonl; convert it to one of them")
-    has_text = False
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if suffix == ".txt":
-                    has_text = has_text or bool(line.strip())
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise UserError(f"--loss-corpus {path} line {number} is not JSON; fix the line or remove it") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    fields = f" (it has {', '.join(map(repr, list(record)[:5]))})" if isinstance(record, dict) and record else ""
-                    raise UserError(f"--loss-corpus {path} line {number} has no string \"text\" field{fields}; "
-                                    "write one JSON object with a \"text\" field per line")
-                has_text = has_text or bool(record["text"].strip())
-    except UnicodeDecodeError as error:
-        raise not_utf8(f"--loss-corpus {path}", error) from None
-    if not has_text:
+    from harness.engine.loss import read_corpus
+
+    if not any(doc.strip() for doc in read_corpus(path, "--loss-corpus")):
         raise UserError(f"--loss-corpus {path} holds no text; pass a held-out corpus with text in it")
 
 
