@@ -254,6 +254,10 @@ from harness import EvalCallback
 root = Path({root!r})
 callback = EvalCallback([t.TASK], root / "out", data_dir=t.FIXTURES / "data", limit=t.LIMIT, batch_size=4)
 t._train(root / "tiny", root / "run", [callback], [])
+# leave the process group before exit: gloo's threads torn down at interpreter exit can abort a rank
+if torch.distributed.is_initialized():
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 """
 
 
