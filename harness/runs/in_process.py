@@ -113,7 +113,7 @@ def evaluate_model(
     """
     check_api_arguments("evaluate_model", {k: v for k, v in locals().items() if k not in ("model", "tokenizer", "log")})
     log = log or (lambda message: None)
-    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or not time_budget >= 0):
+    if time_budget is not None and not time_budget >= 0:  # its type: check_api_arguments, above
         raise UserError(f"evaluate_model: time_budget={time_budget!r}: pass seconds >= 0, or None for no budget")
     deadline = time.monotonic() + time_budget if time_budget is not None else None
     tasks = parse_tasks(tasks)
@@ -147,7 +147,7 @@ def evaluate_model(
                 device=device, batch_size=batch_size, add_bos_token=add_bos_token, prefix_cache=prefix_cache,
                 prefetch=False, progress=progress, max_new_tokens=max_new_tokens,
                 # under a time budget, items are saved (and the clock checked) in small chunks
-                save_every=_BUDGET_CHUNK if deadline is not None else 256,
+                **({"save_every": _BUDGET_CHUNK} if deadline is not None else {}),
             ))
             # a saved folder's results go where `harness eval --model <folder>` (and a sweep) look:
             # <out>/<run>/checkpoint-N; a state held only in memory is named by its step,
