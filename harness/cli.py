@@ -1,4 +1,4 @@
-"""The ``harness`` command: eval, sweep, loss, tasks, prompt, table, import-lm-eval, report."""
+"""The ``harness`` command: eval, sweep, loss, tasks, prompt, table, import-lm-eval, export, report."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
         help="cap the tokens generated per item (default: the task's own); auto: from the targets, for tasks that read "
              "the answer at the start of the generation (BIG-bench, TriviaQA), which a model that answers never reaches",
     )
+    parser.add_argument("--include-path", type=Path, metavar="DIR",
+                        help="a folder of lm-eval task YAMLs, for --tasks lm_eval:<name> (lm-eval's own tasks need none)")
+    parser.add_argument("--allow-task-code", action="store_true", default=None,
+                        help="let lm_eval: task YAMLs outside lm-eval's package run their !function code (Python from "
+                             "the task's folder; off by default)")
 
 
 def _max_new_tokens(value: str) -> int | str:
@@ -146,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     import_parser = sub.add_parser("import-lm-eval", help="import lm-evaluation-harness results JSON files (v0.3 and v0.4) as results")
     import_lm_eval.add_arguments(import_parser)
 
+    from harness.interop import export_lm_eval
+
+    export_parser = sub.add_parser("export", help="results as lm-evaluation-harness results files (one per checkpoint), "
+                                                  "which import-lm-eval reads back")
+    export_lm_eval.add_arguments(export_parser)
+
     from harness.analysis.arguments import add_compare_arguments, add_report_arguments
 
     report_parser = sub.add_parser("report", help="figures, correlation table and emergence threshold of every task, from a results folder")
@@ -223,7 +234,7 @@ def cmd_eval(args) -> int:
         trust_remote_code=args.trust_remote_code, out=args.out, progress=not args.no_progress,
         task_files=tuple(args.task_files), data_revision=args.data_revision, save_every=args.save_every,
         shard=parse_shard(args.shard) if args.shard is not None else Shard(), name=args.name,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens, include_path=args.include_path, allow_task_code=bool(args.allow_task_code),
     )
     _check_model(args)
     _check_task_inputs(args)
@@ -260,6 +271,8 @@ def _check_task_inputs(args) -> None:
     """``--data-dir`` is a folder, each local ``--task-file`` a file."""
     if getattr(args, "data_dir", None) is not None:
         check_input_dir(args.data_dir, "--data-dir", "the folder holding the local copies (mmlu/, gsm8k/, bigbench/...)")
+    if getattr(args, "include_path", None) is not None:
+        check_input_dir(args.include_path, "--include-path", "a folder of lm-eval task YAMLs")
     for task, source in getattr(args, "task_files", None) or ():
         path = Path(source).expanduser()
         if path.is_dir():
@@ -338,6 +351,7 @@ def cmd_sweep(args) -> int:
         prefix_cache=False if args.no_prefix_cache else None, save_every=args.save_every,
         prefetch=False if args.no_prefetch else None, progress=False if args.no_progress else None,
         task_files=tuple(args.task_files) or None, data_revision=args.data_revision, max_new_tokens=args.max_new_tokens,
+        include_path=args.include_path, allow_task_code=args.allow_task_code,
     )
     _check_task_inputs(config)
     _check_log_to(log_targets)
@@ -394,7 +408,7 @@ def cmd_prompt(args) -> int:
     item = find_item(args.task, args.index, BuildOptions(
         data_dir=args.data_dir, num_fewshot=args.num_fewshot, prompt_type=args.prompt_type,
         bigbench_mode=args.bigbench_mode, task_files=tuple(args.task_files), hub_revision=args.data_revision,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens, include_path=args.include_path, allow_task_code=bool(args.allow_task_code),
     ))
     sys.stdout.write(item.context + "\n")
     print("-" * 40, file=sys.stderr)
@@ -425,6 +439,12 @@ def cmd_import_lm_eval(args) -> int:
     from harness.interop import import_lm_eval
 
     return import_lm_eval.run(args)
+
+
+def cmd_export(args) -> int:
+    from harness.interop import export_lm_eval
+
+    return export_lm_eval.run(args)
 
 
 def cmd_report(args) -> int:
@@ -478,6 +498,7 @@ def cmd_demo(args) -> int:
     if result.predictions[source]:
         print("\nprediction test (can the target log-probability, fitted before the jump, foresee it?):")
         print(result.predictions[source])
+    print("\n" + "\n".join(result.in_words[source]))
     timings = ", ".join(f"{stage} {seconds:.0f}s" for stage, seconds in result.seconds.items())
     other = ", ".join(f"{s}: {path}" for s, path in result.reports.items() if s != source)
     print(f"report: {result.reports[source]}  (against the {source} loss; also {other}; both held-out losses beside "
@@ -493,7 +514,7 @@ def _demo_settings(args) -> dict:
 
 COMMANDS = {
     "eval": cmd_eval, "sweep": cmd_sweep, "loss": cmd_loss, "tasks": cmd_tasks, "prompt": cmd_prompt,
-    "table": cmd_table, "import-lm-eval": cmd_import_lm_eval, "report": cmd_report, "compare": cmd_compare,
+    "table": cmd_table, "import-lm-eval": cmd_import_lm_eval, "export": cmd_export, "report": cmd_report, "compare": cmd_compare,
     "train-tiny": cmd_train_tiny, "demo": cmd_demo,
 }
 

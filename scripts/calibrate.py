@@ -235,8 +235,8 @@ def logistic(centre: float = 2.8, width: float = 0.35, low: float = 0.25, high: 
 
 
 def few_checkpoints(eta: float = 2.2, slope: float = 0.4, finals=(2.35, 2.0, 1.8), checkpoints: int = 5):
-    """The issue's sparse design: a broken stick at ``eta``, 5 checkpoints per size from loss 3.4, item
-    counts drawn per checkpoint from {150, 400, 1500} (subsampled evals)."""
+    """The issue's sparse design: a broken stick at ``eta``, ``checkpoints`` per size (5 in the issue) from loss
+    3.4, item counts drawn per checkpoint from {150, 400, 1500} (subsampled evals)."""
     def draw(rng):
         out = {}
         for s, final in enumerate(finals):
@@ -279,6 +279,12 @@ SCENARIOS = (
              shifted="medium"),
     Scenario("broken stick η=2.2, 5 ckpts/size, n in {150, 400, 1500}, finals 2.35/2.0/1.8", "threshold",
              few_checkpoints(), eta=2.2),
+    # the same sparse design with more checkpoints: how many a sweep needs before a threshold can be told
+    # from a smooth rise (the 5-checkpoint case has 5 points below η in all, none of them on the small size)
+    Scenario("broken stick η=2.2, 7 ckpts/size, n in {150, 400, 1500}, finals 2.35/2.0/1.8", "threshold",
+             few_checkpoints(checkpoints=7), eta=2.2),
+    Scenario("broken stick η=2.2, 10 ckpts/size, n in {150, 400, 1500}, finals 2.35/2.0/1.8", "threshold",
+             few_checkpoints(checkpoints=10), eta=2.2),
 )
 
 
@@ -400,7 +406,9 @@ if __name__ == "__main__":
 
     start = time.perf_counter()
     if args.only:
-        keep = lambda name: any(k.lower() in name.lower() for k in args.only)
+        def keep(name):
+            return any(k.lower() in name.lower() for k in args.only)
+
         rows = []
         if any(k == "legacy" for k in args.only):
             rows += calibration_table(args.runs, args.seed, args.resamples, scenarios=(), mmlu_runs=0)

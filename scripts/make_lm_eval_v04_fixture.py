@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import build_tiny_gpt_neox
+from conftest import build_tiny_gpt_neox  # noqa: E402 (tests/ is put on the path just above)
 
 OUT = REPO / "tests" / "fixtures" / "lm_eval_results" / "v0.4"
 HUB_REPO = "harness-test/tiny-neox"

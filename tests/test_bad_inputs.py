@@ -144,6 +144,14 @@ def world(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
     not_lm_eval.mkdir()
     (not_lm_eval / "other.json").write_text('{"hello": 1}', encoding="utf-8")
     (w / "no-json").mkdir()
+    # a run's folder as harness eval leaves it (one finished unit), for harness export
+    units = w / "store-one" / "org__m" / "step1000" / "units"
+    units.mkdir(parents=True)
+    entry = {**_results_json()["tasks"]["mmlu"], "n": 100, "num_fewshot": 5}
+    (units / "k1.json").write_text(json.dumps({
+        "schema": 1, "kind": "task", "key": "k1", "task": "mmlu", "status": "done", "finished": "2026-01-01T00:00:00+00:00",
+        "items": "k1.items.jsonl", "name": "org/m", "checkpoint": {"model": "org/m", "revision": "step1000"}, "step": 1000,
+        "tasks": {"mmlu": entry}, "stats": {}, "record": {"limit": None}}), encoding="utf-8")
 
     # sweep configs
     def sweep_yaml(name: str, text: str) -> None:
@@ -176,6 +184,7 @@ SWEEP = ["sweep", "--model", "org/m", "--revisions", "main", "--tasks", "bigbenc
 LOSS = ["loss", "--device", "cpu"]
 CORPUS_EVAL = ["eval", "--model", "{tiny}", *EVAL[1:]]
 REPORT_OUT = ["report", "{w}/table.csv", "--no-figures", "--bootstrap", "100"]
+EXPORT = ["--format", "lm-eval", "--out", "{w}/exp"]
 
 # (id, arguments, words the one line must hold)
 CASES = [
@@ -280,6 +289,17 @@ CASES = [
      ["no lm-evaluation-harness results", "1 JSON file(s) skipped"]),
     ("import an empty folder", ["import-lm-eval", "{w}/no-json", "--out", "{w}/imp"], ["no lm-evaluation-harness results"]),
     ("import nothing", ["import-lm-eval", "{w}/nope", "--out", "{w}/imp"], ["does not exist"]),
+    ("export nothing", ["export", "{w}/nope", *EXPORT], ["RESULTS_DIR", "does not exist"]),
+    ("export a file", ["export", "{w}/notes.txt", *EXPORT], ["RESULTS_DIR", "is a file"]),
+    ("export an empty folder", ["export", "{w}/a-folder", *EXPORT], ["no finished results"]),
+    ("export imported results", ["export", "{w}/results-good", *EXPORT], ["no finished results"]),
+    ("export: out is a file", ["export", "{w}/store-one", "--format", "lm-eval", "--out", "{w}/a-file"], ["is a file"]),
+    ("export: out under a file", ["export", "{w}/store-one", "--format", "lm-eval", "--out", "{w}/a-file/x"],
+     ["is under the file"]),
+    ("export: out unwritable", ["export", "{w}/store-one", "--format", "lm-eval", "--out", "{unwritable}"],
+     ["not a folder you can write"]),
+    ("export: unknown format", ["export", "{w}/store-one", "--format", "csv", "--out", "{w}/exp"], ["--format", "csv"]),
+    ("export: no format", ["export", "{w}/store-one", "--out", "{w}/exp"], ["--format"]),
     # -- report: cells of value / loss that are not numbers
     ("report: value not a number", ["report", "{w}/table-bad-value.csv", "--out", "{w}/r"],
      ["1 cell(s)", "'value'", "'abc'", "line 3"]),
@@ -410,7 +430,7 @@ def test_bad_input_is_one_line_and_exit_2(arguments, expected, world, no_model_l
 def test_the_table_is_large_and_covers_every_command():
     assert len(CASES) >= 60 and len({case[0] for case in CASES}) == len(CASES)
     commands = {case[1][0] for case in CASES}
-    assert commands >= {"eval", "sweep", "loss", "prompt", "table", "report", "compare", "import-lm-eval", "demo", "train-tiny"}
+    assert commands >= {"eval", "sweep", "loss", "prompt", "table", "report", "compare", "import-lm-eval", "export", "demo", "train-tiny"}
 
 
 # a few through the real command: what a user sees, from a fresh process

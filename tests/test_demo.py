@@ -24,19 +24,30 @@ from harness.demo.tiny_suite import checkpoint_steps, train_tokenizer
 SMALL = dataclasses.replace(QUICK, docstring_chars=20_000, eval_items=12)
 # A suite that trains in seconds: one 888-parameter size, three checkpoints of four items each.
 TINY = dataclasses.replace(QUICK, sizes=(ModelSize("2k", 8, 1, 2),), steps=12, batch_size=4, warmup_steps=2,
-                           checkpoints=3, first_checkpoint=4, docstring_chars=5_000, eval_items=4, threads=1)
+                           checkpoints=3, first_checkpoint=4, dense_checkpoints=0, docstring_chars=5_000, eval_items=4,
+                           threads=1)
 # How far each held-out loss falls from the quick demo's first checkpoint to its last, every size (nats/token)
 LOSS_DROP = {"mixture": 2.0, "docstrings": 1.0}
 
 
-def test_checkpoint_steps_are_log_spaced():
-    # 30 * (1500/30)^(k/9) for k = 0..9, rounded: 30, 46.3, 71.6, 110.5, 170.7, 263.6, 407.2, 628.9, 971.3, 1500
+def test_checkpoint_steps_are_log_spaced_then_dense():
+    # without dense checkpoints: 30 * (1500/30)^(k/9) for k = 0..9, rounded
     assert checkpoint_steps(1500, 10, 30) == [30, 46, 72, 111, 171, 264, 407, 629, 971, 1500]
+    # with them: log-spaced from 30 to 300 (a fifth of the run), then every 100 steps to the end
+    assert checkpoint_steps(1500, 6, 30, 12, 0.2) == [30, 48, 75, 119, 189, 300, *range(400, 1600, 100)]
     for config in (FULL, QUICK):
-        steps = checkpoint_steps(config.steps, config.checkpoints, config.first_checkpoint)
-        assert len(steps) >= 8 and steps[-1] == config.steps
-        ratios = [b / a for a, b in zip(steps, steps[1:])]
-        assert max(ratios) / min(ratios) < 1.3  # evenly spaced in log(step)
+        steps = checkpoint_steps(config.steps, config.checkpoints, config.first_checkpoint, config.dense_checkpoints,
+                                 config.dense_from)
+        assert steps[0] == config.first_checkpoint and steps[-1] == config.steps and steps == sorted(set(steps))
+        start = round(config.steps * config.dense_from)
+        early, late = [s for s in steps if s <= start], [s for s in steps if s >= start]
+        ratios = [b / a for a, b in zip(early, early[1:])]
+        assert max(ratios) / min(ratios) < 1.3  # evenly spaced in log(step) up to the dense part
+        gaps = [b - a for a, b in zip(late, late[1:])]
+        assert len(gaps) == config.dense_checkpoints and max(gaps) - min(gaps) <= 1  # then evenly in steps
+        # where the metric moves (the second half of the run): at least 6 checkpoints, none a tenth of the run apart
+        second = [s for s in steps if s >= config.steps // 2]
+        assert len(second) >= 6 and max(b - a for a, b in zip(second, second[1:])) <= config.steps / 10
 
 
 def _pairs(text: str) -> set[tuple[int, int]]:

@@ -7,6 +7,7 @@ from importlib import resources
 import pytest
 import yaml
 
+from harness.items.families.gsm8k import final_answer
 from harness.scoring.extraction import (
     BIGBENCH_DEFAULT_OUTPUT_REGEX,
     GSM8K_REGEXES_TO_IGNORE,
@@ -16,7 +17,6 @@ from harness.scoring.extraction import (
     gsm8k_flexible,
     gsm8k_hash_answer,
     gsm8k_strict,
-    gsm8k_target,
     lm_eval_exact_match,
     numeric_equal,
 )
@@ -75,10 +75,10 @@ def test_trailing_period():
 
 def test_hash_answer_and_target():
     answer = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72"
-    assert gsm8k_target(answer) == "72"
+    assert final_answer(answer) == "72"
     assert gsm8k_hash_answer(answer) == "72"
     assert gsm8k_hash_answer("#### -1,000 and #### 5") == "-1,000"
-    assert gsm8k_target("no hashes here ") == "no hashes here"
+    assert final_answer("no hashes here ") == "no hashes here"
     # The metric's r"(?s).*#### " strips a 5-shot style continuation down to its answer.
     assert lm_eval_exact_match("work...\n#### 72", "72") is True
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import FIXTURES
 
@@ -50,7 +51,7 @@ def _v03_expected(raw: dict) -> dict[tuple[str, str], tuple[float, float | None]
 @pytest.fixture(scope="module")
 def v03_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("imported-v03")
-    written = import_lm_eval(V03, out, log=lambda msg: None)
+    written = import_lm_eval(V03, out, log=lambda msg: None).written
     assert sorted(p.parent.name for p in written) == sorted(folder for _, _, folder in V03_FILES.values())
     return out
 
@@ -285,6 +286,33 @@ def test_other_json_is_skipped_with_a_note_and_nothing_found_is_an_error(tmp_pat
         import_lm_eval(tmp_path / "missing", tmp_path / "out", log=notes.append)
 
 
+def test_command_prints_a_summary_and_lists_files_only_when_verbose(tmp_path, capsys):
+    from harness import cli
+
+    src = tmp_path / "src"
+    shutil.copytree(PYTHIA_V1, src / "pythia-v1")
+    (src / "notes.json").write_text('{"results": [1, 2]}', encoding="utf-8")
+    out = tmp_path / "out"
+    assert cli.main(["import-lm-eval", str(src), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    folders = sorted(folder for _, _, folder in V03_FILES.values())
+    assert printed.out.splitlines() == [
+        f"read 4 lm-evaluation-harness results files under {src}: 3 models, 4 checkpoints, 88 tasks",
+        f"wrote 4 results files (704 metric values) under {out}; harness table {out}; --verbose lists each file",
+        f"skipped 1 other JSON file (e.g. {src / 'notes.json'}: not an lm-evaluation-harness results file)",
+    ]
+    assert not any(folder in printed.out + printed.err for folder in folders) and printed.err == ""
+    # the counts are the table's: one row per (checkpoint, task, metric)
+    table = results_table(out)
+    assert len(table) == 704 and table["task"].nunique() == 88 and table["model"].nunique() == 3
+
+    assert cli.main(["import-lm-eval", str(src), "--out", str(out), "--verbose"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[:4] == [str(out / folder / "results.json") for folder in folders]
+    assert printed.out.splitlines()[4].startswith("read 4 lm-evaluation-harness results files")
+    assert printed.err.strip() == f"note: skipped {src / 'notes.json'}: not an lm-evaluation-harness results file"
+
+
 def test_names():
     assert parse_model_args("use_accelerate=True,pretrained=EleutherAI/pythia-v1.1-160m,revision=step1000") == {
         "use_accelerate": "True", "pretrained": "EleutherAI/pythia-v1.1-160m", "revision": "step1000"}
@@ -302,14 +330,16 @@ def test_command_line(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(PYTHIA_V1 / "pythia-160m", src / "pythia-160m")
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.interop.import_lm_eval", str(src), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "harness.interop.import_lm_eval", str(src), "--out", str(tmp_path / "out"), "--verbose"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [
+    written = [
         str(tmp_path / "out" / "EleutherAI__pythia-160m@step1000" / "results.json"),
         str(tmp_path / "out" / "EleutherAI__pythia-160m@step143000" / "results.json"),
     ]
+    assert proc.stdout.splitlines()[:2] == written  # listed with --verbose
+    assert proc.stdout.splitlines()[2].startswith("read 2 lm-evaluation-harness results files")
     missing = subprocess.run(
         [sys.executable, "-m", "harness.interop.import_lm_eval", str(tmp_path / "nowhere")],
         capture_output=True, text=True, env=env, timeout=120, check=False,
@@ -332,3 +362,133 @@ def test_mmlu_parent_row_aggregates_the_subjects_like_our_own_runs(v03_out):
     assert parent["metrics"]["acc_macro"]["value"] == pytest.approx(macro, abs=1e-12)
     stderr = sum((e["metrics"]["acc_norm"]["stderr"] * e["n"] / 14042) ** 2 for e in subjects.values()) ** 0.5
     assert parent["metrics"]["acc_norm"]["stderr"] == pytest.approx(stderr, rel=1e-12)
+
+
+# -- harness export --format lm-eval, and back ------------------------------------------------------
+
+EXPORT_TASKS = ["mmlu:abstract_algebra", "gsm8k", "bigbench:modified_arithmetic"]  # choices, filters, subtasks
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory, one_torch_thread):
+    """A tiny model's eval (3 items per (sub)task, with its loss), exported with samples and imported back."""
+    from conftest import evaluate_tiny
+    from harness.interop.export_lm_eval import export_lm_eval
+
+    root = tmp_path_factory.mktemp("export")
+    evaluate_tiny(tiny_model_dir, root / "ours", EXPORT_TASKS, loss_corpus=FIXTURES / "loss_corpus.jsonl",
+                  loss_window=64, loss_tokens=400)
+    before = set(root.rglob("*"))
+    written = export_lm_eval(root / "ours", root / "lm-eval", samples=True, log=lambda m: None)
+    new = set(root.rglob("*")) - before
+    assert new and all(root / "lm-eval" in p.parents or p == root / "lm-eval" for p in new)  # nothing outside --out
+    import_lm_eval(root / "lm-eval", root / "back", log=lambda m: None)
+    (view,) = [_load(p) for p in (root / "ours").rglob("results.json")]
+    return {"root": root, "written": written, "view": view}
+
+
+def test_export_then_import_gives_the_same_table(exported):
+    root = exported["root"]
+    ours, back = results_table(root / "ours"), results_table(root / "back")
+    assert len(ours) > 40 and ours["loss"].notna().all()
+    # every column: what lm-eval's fields carry (value, stderr) and what our field restores (loss, the
+    # checkpoint, n, shots, limit, unit keys, weights); `latest` (which units the last run asked for)
+    # belongs to a run folder, not to an import
+    columns = [c for c in ours.columns if c != "latest"]
+    pd.testing.assert_frame_equal(ours[columns], back[columns])
+    for column in ("task", "metric", "value", "stderr", "n", "loss", "loss_bits_per_byte", "model", "revision", "step",
+                   "resolved_revision", "num_fewshot", "limit", "prompt_type", "weights"):
+        assert column in columns
+
+
+def test_exported_file_is_lm_eval_results(exported):
+    (path,) = exported["written"]
+    view = exported["view"]
+    assert path.name.startswith("results_") and path.parent.relative_to(exported["root"] / "lm-eval") == \
+        next((exported["root"] / "ours").rglob("results.json")).parent.relative_to(exported["root"] / "ours")
+    data = _load(path)
+    assert {"results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples",
+            "config"} <= set(data)
+    mmlu, ours = data["results"]["mmlu:abstract_algebra"], view["tasks"]["mmlu:abstract_algebra"]
+    assert mmlu["acc,none"] == ours["metrics"]["acc"]["value"] and mmlu["acc_stderr,none"] == ours["metrics"]["acc"]["stderr"]
+    assert data["results"]["gsm8k"]["exact_match,strict-match"] == view["tasks"]["gsm8k"]["metrics"]["exact_match_strict"]["value"]
+    assert "exact_match_stderr,flexible-extract" in data["results"]["gsm8k"]
+    assert data["n-shot"]["mmlu:abstract_algebra"] == 5 and data["n-shot"]["gsm8k"] == 8
+    assert data["versions"]["gsm8k"] == ours["config"]["scoring_version"]
+    parent = "bigbench:modified_arithmetic"
+    assert sorted(data["group_subtasks"][parent]) == sorted(view["tasks"][parent]["subtasks"]) and parent in data["groups"]
+    # configs and n-samples name the scored (sub)tasks, as lm-eval's do, not the groups
+    assert set(data["configs"]) == set(data["n-samples"]) == set(view["tasks"]) - {parent}
+    assert data["configs"]["gsm8k"]["output_type"] == "generate_until" and data["configs"]["gsm8k"]["num_fewshot"] == 8
+    assert data["higher_is_better"]["mmlu:abstract_algebra"]["brier_score"] is False
+    assert data["config"]["model_args"]["pretrained"] == view["checkpoint"]["model"] and data["config"]["limit"] == 3
+    block = data["emergence_harness"]
+    assert block["loss"] == view["loss"] and block["loss_units"]["loss"] == "nats/token"
+    assert block["identity"] == view["identity"] and block["units"][ours["unit_key"]] == ours["config"]
+
+
+def test_lm_eval_reads_the_export(exported):
+    """lm-eval's own readers: its results table, and the names its hub uploader parses out of file names."""
+    pytest.importorskip("lm_eval")
+    from lm_eval import utils
+
+    (path,) = exported["written"]
+    data = _load(path)
+    table = utils.make_table(data)
+    assert "mmlu:abstract_algebra" in table and "strict-match" in table
+    assert "bigbench:modified_arithmetic" in utils.make_table(data, "groups")
+    files = [str(p) for p in path.parent.iterdir()]
+    assert utils.get_results_filenames(files) == [str(path)]
+    samples = utils.get_sample_results_filenames(files)
+    date = utils.get_file_datetime(path.stem)  # its own quirk: it strips only ".jsonl"
+    assert {utils.get_file_datetime(Path(f).name) for f in samples} == {date}
+    names = {utils.get_file_task_name(Path(f).name) for f in samples}
+    assert names == {utils.sanitize_task_name(t) for t in data["configs"]}
+    lines = [json.loads(line) for line in (path.parent / f"samples_mmlu_abstract_algebra_{date}.jsonl").read_text().splitlines()]
+    assert [line["doc_id"] for line in lines] == [0, 1, 2]
+    for line in lines:
+        record = line["emergence_harness"]
+        assert line["prompt_hash"] == record["prompt_sha256"] and line["target"] == str(record["gold"])
+        assert [float(lp) for lp, _ in line["filtered_resps"]] == record["choice_logprobs"]
+        assert line["acc"] == record["metrics"]["acc"] and "acc" in line["metrics"]
+
+
+def test_export_read_as_a_plain_lm_eval_file_gives_the_same_numbers(exported, tmp_path):
+    """Without our field, the importer's lm-eval rules (``acc,none`` -> acc, gsm8k's filters -> our
+    names) find every value and stderr the export wrote."""
+    (path,) = exported["written"]
+    data = _load(path)
+    del data["emergence_harness"]
+    (tmp_path / "results_x.json").write_text(json.dumps(data), encoding="utf-8")
+    plain = read_results_file(tmp_path / "results_x.json")
+    for task, entry in exported["view"]["tasks"].items():
+        for metric, m in entry["metrics"].items():
+            got = plain.tasks[task]["metrics"][metric]
+            assert (got["value"], got["stderr"], got["n"]) == (m["value"], m["stderr"], m["n"]), (task, metric)
+        assert plain.tasks[task]["num_fewshot"] == entry["num_fewshot"] and plain.tasks[task]["parent"] == entry["parent"]
+
+
+def test_export_again_replaces_its_own_files_only(exported, tmp_path):
+    from harness.interop.export_lm_eval import export_lm_eval
+
+    out = tmp_path / "out"
+    (first,) = export_lm_eval(exported["root"] / "ours", out, log=lambda m: None)
+    stale = first.parent / "results_2020-01-01T00-00-00.000000.json"
+    stale.write_text(json.dumps({**_load(first), "results": {}}), encoding="utf-8")
+    foreign = first.parent / "results_2021-01-01T00-00-00.000000.json"
+    foreign.write_text('{"results": {}}', encoding="utf-8")
+    (again,) = export_lm_eval(exported["root"] / "ours", out, log=lambda m: None)
+    assert again == first and not stale.exists() and foreign.exists()
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, foreign.name])
+
+
+def test_export_command_line(exported, tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["export", str(exported["root"] / "ours"), "--format", "lm-eval", "--out", str(tmp_path / "lm")]) == 0
+    (printed,) = capsys.readouterr().out.split()
+    assert Path(printed).parent.parent.parent == tmp_path / "lm" and Path(printed).name.startswith("results_")
+    assert not list((tmp_path / "lm").rglob("samples_*"))  # only with --samples
+    assert main(["import-lm-eval", str(tmp_path / "lm"), "--out", str(tmp_path / "back")]) == 0
+    frame = results_table(tmp_path / "back")
+    assert frame["loss"].notna().all() and set(frame["task"]) >= set(EXPORT_TASKS)

@@ -21,7 +21,6 @@ from harness.scoring.metrics import (
     correct_choice_prob,
     first_argmax,
     macro_aggregate,
-    macro_mean,
     multiple_choice_scores,
     random_baseline,
 )
@@ -138,8 +137,7 @@ def test_aggregate_mean_of_one_value_has_no_stderr():
         aggregate_mean([])
 
 
-def test_macro_mean_and_macro_aggregate_by_hand():
-    assert macro_mean({"anatomy": 0.5, "astronomy": 0.8, "virology": 0.2}) == pytest.approx(0.5)
+def test_macro_aggregate_by_hand():
     # value (0.5 + 0.8) / 2 = 0.65; stderr sqrt(0.1^2 + 0.2^2) / 2 = sqrt(0.05) / 2 = 0.1118033989
     agg = macro_aggregate([Aggregate(0.5, 0.1, 10), Aggregate(0.8, 0.2, 30)])
     assert agg.value == pytest.approx(0.65)

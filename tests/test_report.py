@@ -49,7 +49,9 @@ def checkpoint_results(name: str, params: int, step: int, rng, with_loss: bool =
     flat = _proportion(rng, 0.25)
     ccp = 0.25 + 0.5 * rise + 0.03 * max(3.2 - loss, 0) + rng.normal(0, 0.002)
     brier = 0.75 - 0.7 * rise - 0.03 * max(3.2 - loss, 0) + rng.normal(0, 0.002)
-    mc = lambda metrics, primary: {"parent": None, "primary_metric": primary, "metrics": metrics}
+    def mc(metrics, primary):
+        return {"parent": None, "primary_metric": primary, "metrics": metrics}
+
     return {
         "schema": 1,
         "model": {"model": f"org/{name}", "revision": f"step{step}", "resolved_revision": f"{step:040x}",

@@ -37,6 +37,11 @@ def rows(task: str, **opts) -> dict:
     return bigbench.build_rows(TaskSelection(spec, task), BuildOptions(data_dir=DATA, **opts))
 
 
+def row_info(items: list) -> dict:
+    """{"mode", "metrics", "primary_metric"} of a built row, read from its first item."""
+    return {"mode": items[0].meta["mode"], "metrics": list(items[0].metrics), "primary_metric": items[0].primary_metric}
+
+
 def only_row(task: str, **opts) -> list:
     (items,) = rows(task, **opts).values()
     return items
@@ -221,7 +226,7 @@ def test_arithmetic_generative_by_default_and_multiple_choice_on_request():
     assert gen.meta["mode"] == "gen" and gen.metrics == ("exact_match",)
     assert mc.choices == ("378", "388", "4", "54942", "banana", "house", "109") and mc.gold == 6
     assert mc.targets == () and mc.meta["mode"] == "mc" and mc.primary_metric == "acc"
-    assert bigbench.row_info("bigbench:arithmetic/2_digit_addition", [mc]) == {
+    assert row_info([mc]) == {
         "mode": "mc",
         "metrics": ["acc", "acc_norm", "acc_bytes", "correct_choice_prob", "brier_score"],
         "primary_metric": "acc",
@@ -237,7 +242,7 @@ def test_a_mode_the_examples_cannot_support_falls_back():
 
 def test_ipa_is_scored_by_bleu_and_read_up_to_its_stop_string():
     items = only_row("international_phonetic_alphabet_transliterate")
-    info = bigbench.row_info("bigbench:international_phonetic_alphabet_transliterate", items)
+    info = row_info(items)
     assert info == {"mode": "gen", "metrics": ["exact_match", "bleu", "rouge1", "rouge2", "rougeLsum"], "primary_metric": "bleu"}
     assert items[4].stop == ()  # the answer is cut after "\n" once generated, not the decode
     assert items[4].stop_string == "\n" and items[4].output_regex is None
@@ -248,7 +253,7 @@ def test_ipa_is_scored_by_bleu_and_read_up_to_its_stop_string():
 
 def test_unit_addition_same_numeric_match_and_deduplication():
     items = only_row("unit_conversion/unit_addition_same")
-    info = bigbench.row_info("bigbench:unit_conversion/unit_addition_same", items)
+    info = row_info(items)
     assert info == {"mode": "gen", "metrics": ["exact_match", "numeric_match"], "primary_metric": "numeric_match"}
     # examples 6 and 7 are the same json: 7 is dropped, doc_ids keep file positions
     assert [item.doc_id for item in items] == [0, 1, 2, 3, 4, 5, 6]

@@ -148,7 +148,9 @@ def test_two_items_out_of_a_hundred_never_depart_however_large_the_plateau():
 
 def test_exceeds_against_a_known_constant_is_an_exact_binomial_test():
     # 33/100 against p = 0.25: P(X >= 33) = sum_{k>=33} C(100,k) .25^k .75^(100-k)
-    tail = lambda k: sum(math.comb(100, j) * 0.25**j * 0.75 ** (100 - j) for j in range(k, 101))
+    def tail(k):
+        return sum(math.comb(100, j) * 0.25**j * 0.75 ** (100 - j) for j in range(k, 101))
+
     assert tail(33) < 0.05 < tail(32)  # so 0.33 departs and 0.32 does not
     curve = Curve.of([3.0, 3.0], [0.33, 0.32], [0.047, 0.047], [100, 100], "acc", True, 0.25)
     assert exceeds(curve, 0.25).tolist() == [True, False]

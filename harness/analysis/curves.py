@@ -47,7 +47,9 @@ class Curve:
     @classmethod
     def of(cls, loss, value, stderr, n, metric: str, higher_is_better: bool,
            random_baseline: float | None = None) -> Curve:
-        as_float = lambda xs: np.asarray(xs, dtype=float).reshape(-1)
+        def as_float(xs):
+            return np.asarray(xs, dtype=float).reshape(-1)
+
         n_arr = np.nan_to_num(as_float(n), nan=0.0).astype(int)
         curve = cls(as_float(loss), as_float(value), as_float(stderr), n_arr, metric, bool(higher_is_better),
                     None if random_baseline is None or np.isnan(random_baseline) else float(random_baseline))
@@ -66,7 +68,9 @@ class Curve:
 def pool(curves: Mapping[str, Curve]) -> Curve:
     """One curve of every checkpoint of ``curves`` (the first curve's metric and direction)."""
     first = next(iter(curves.values()))
-    cat = lambda field: np.concatenate([getattr(c, field) for c in curves.values()])
+    def cat(field):
+        return np.concatenate([getattr(c, field) for c in curves.values()])
+
     return Curve(cat("loss"), cat("value"), cat("stderr"), cat("n"), first.metric, first.higher_is_better,
                  first.random_baseline)
 

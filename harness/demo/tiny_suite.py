@@ -2,7 +2,7 @@
 
     corpus (``harness.demo.corpus``: stdlib docstrings + arithmetic in BIG-bench's format, split
     into train / held out) ─► one BPE tokenizer (digits split) ─► each size trained with HF Trainer,
-    checkpoints at log-spaced steps ─► <suite>/runs/<size>/checkpoint-N/ (with trainer_state.json)
+    checkpoints log-spaced early, evenly spaced late ─► <suite>/runs/<size>/checkpoint-N/ (with trainer_state.json)
     and, beside them, two held-out loss corpora (the mixture, and its docstrings alone) and the
     BIG-bench task.json files of held-out items.
 
@@ -69,13 +69,22 @@ def token_blocks(tokenizer, documents: tuple[str, ...], seq_len: int) -> list[li
 # ---------------------------------------------------------------------- training
 
 
-def checkpoint_steps(steps: int, count: int, first: int) -> list[int]:
-    """``count`` roughly log-spaced steps from ``first`` to ``steps`` (both included)."""
+def checkpoint_steps(steps: int, count: int, first: int, dense: int = 0, dense_from: float = 0.5) -> list[int]:
+    """``count`` roughly log-spaced steps from ``first`` (both included), then ``dense`` evenly spaced steps.
+
+    Without ``dense`` the log-spaced steps run up to ``steps``. With it they end at ``dense_from`` of
+    the run and ``dense`` steps follow at even intervals up to ``steps``: log spacing resolves the early
+    plateau cheaply but leaves a jump late in training between two checkpoints far apart (the demo's
+    once fell between its last two, 971 and 1500), and a threshold verdict needs at least three
+    checkpoints on each side of the kink, so the second part of the run, where the metric moves, is
+    sampled evenly."""
     if count < 2 or first >= steps:
         return [steps]
-    ratio = (steps / first) ** (1 / (count - 1))
-    chosen = sorted({round(first * ratio**i) for i in range(count)} | {steps})
-    return [s for s in chosen if 1 <= s <= steps]
+    end = round(steps * dense_from) if dense else steps
+    ratio = (end / first) ** (1 / (count - 1)) if end > first else 1.0
+    chosen = {round(first * ratio**i) for i in range(count)} | {end}
+    chosen |= {round(end + (steps - end) * i / dense) for i in range(1, dense + 1)}
+    return [s for s in sorted(chosen | {steps}) if 1 <= s <= steps]
 
 
 def _save_at(steps: list[int]):
@@ -84,7 +93,7 @@ def _save_at(steps: list[int]):
     wanted = set(steps)
 
     class SaveAtSteps(TrainerCallback):
-        """HF Trainer saves periodically; the checkpoints here are log-spaced, and the training loss
+        """HF Trainer saves periodically; the checkpoints here are chosen steps, and the training loss
         is logged at each of them so trainer_state.json holds the loss of the saved step."""
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -144,7 +153,7 @@ def train_size(
     size: ModelSize, config: SuiteConfig, tokenizer, blocks: list[list[int]], run_dir: Path, log: Log,
     callbacks: list[Any] = (),
 ) -> dict:
-    """Train one size with HF Trainer; checkpoints ``run_dir/checkpoint-N`` at the log-spaced steps.
+    """Train one size with HF Trainer; checkpoints ``run_dir/checkpoint-N`` at ``checkpoint_steps``.
 
     ``callbacks``: further ``TrainerCallback``s, after the one that saves at those steps (an
     ``EvalCallback`` then evaluates each checkpoint as it is saved)."""
@@ -153,7 +162,8 @@ def train_size(
 
     torch.set_num_threads(config.threads)
     model = build_model(size, config, tokenizer)
-    steps = checkpoint_steps(config.steps, config.checkpoints, config.first_checkpoint)
+    steps = checkpoint_steps(config.steps, config.checkpoints, config.first_checkpoint, config.dense_checkpoints,
+                             config.dense_from)
     args = TrainingArguments(
         output_dir=str(run_dir), max_steps=config.steps, per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, warmup_steps=config.warmup_steps, lr_scheduler_type="cosine",

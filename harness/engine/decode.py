@@ -8,7 +8,7 @@ their own tokens are forwarded.  Rows leave the batch as soon as they finish.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,18 +105,21 @@ class GreedyDecoder:
         # space before it), so with it on, decoding runs to the stops and max_new_tokens.
         self.settles_early = not getattr(tokenizer, "clean_up_tokenization_spaces", False)
 
-    def decode(self, segments: Sequence[Segment]) -> list[Decoded]:
+    def decode(self, segments: Sequence[Segment], on_step: Callable[[int], Any] | None = None) -> list[Decoded]:
         """Greedy decode of a batch of prompts (each the rest of its request's context on top of its
         cached prefix); per prompt, its text cut at the stops, how many tokens were generated and
-        the scores of its continuations read on the prompt's cache (None: not scored there)."""
+        the scores of its continuations read on the prompt's cache (None: not scored there).
+        ``on_step(n)``: after each step, the tokens it generated (a rate to show while a batch runs)."""
         rows = [segment.reads[0] for segment in segments]
-        generated, scores = self._greedy_decode(segments)
+        generated, scores = self._greedy_decode(segments, on_step or (lambda tokens: None))
         return [
             Decoded(self._cut_at_stops(ids, row.stops), len(ids), score)
             for ids, row, score in zip(generated, rows, scores)
         ]
 
-    def _greedy_decode(self, segments: Sequence[Segment]) -> tuple[list[list[int]], list[tuple[Score | None, ...]]]:
+    def _greedy_decode(
+        self, segments: Sequence[Segment], on_step: Callable[[int], Any]
+    ) -> tuple[list[list[int]], list[tuple[Score | None, ...]]]:
         """Greedy decode with a KV cache over left-padded prompts; the new token ids of each row,
         and the scores of each row's continuations taken on the prompt's cache after the prefill.
 
@@ -146,10 +149,13 @@ class GreedyDecoder:
             # Argmax of float32 logits, as transformers' greedy search takes it.  The host needs the
             # tokens anyway, to match stop strings on decoded text.
             next_tokens = output.logits[:, -1, :].float().argmax(-1).tolist()
+            new = 0
             for i, token in zip(live, next_tokens):
                 if not done[i]:
                     generated[i].append(token)
                     done[i] = self._finished(generated[i], rows[i])
+                    new += 1
+            on_step(new)
             keep = [b for b, i in enumerate(live) if not done[i]]
             if not keep:
                 return generated, scores

@@ -8,10 +8,12 @@ counts of forwarded tokens; everything else is state of its parts.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -30,8 +32,44 @@ from harness.requests import GenerationRequest, GenerationResult, LoglikelihoodR
 TokenPair = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
 
 
+class Meter(Protocol):
+    """Where an engine call reports its work (a sweep's progress line): ``start`` with the call's
+    requests, then ``advance`` after each batch, and each generation step, with the requests
+    answered and the tokens predicted (scored or generated)."""
+
+    def start(self, requests: int) -> None: ...
+
+    def advance(self, requests: int = 0, tokens: int = 0) -> None: ...
+
+
+class _Bar:
+    """The engine's own bar (an engine used alone): requests answered, tokens per second after them."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar, self.tokens, self.drawn = bar, 0, time.monotonic()
+
+    def start(self, requests: int) -> None:
+        pass
+
+    def advance(self, requests: int = 0, tokens: int = 0) -> None:
+        self.tokens += tokens
+        if self.bar.disable:
+            return
+        elapsed = self.bar.format_dict["elapsed"]
+        if self.tokens and elapsed > 0:
+            self.bar.set_postfix_str(f"{self.tokens / elapsed:,.1f} tok/s", refresh=False)
+        if requests:
+            self.bar.update(requests)
+        elif time.monotonic() - self.drawn > 0.5:  # a generation step: the rate moves while a batch runs
+            self.bar.refresh()
+            self.drawn = time.monotonic()
+
+
 class Engine:
-    """Scores and generates with ``model`` (an HF causal LM, already on its device) and ``tokenizer``."""
+    """Scores and generates with ``model`` (an HF causal LM, already on its device) and ``tokenizer``.
+
+    ``progress``: True draws a bar per call (requests, tokens per second); a ``Meter`` (a sweep's
+    line) is told instead; False shows nothing."""
 
     def __init__(
         self,
@@ -43,7 +81,7 @@ class Engine:
         max_length: int | None = None,
         prefix_cache: bool = True,
         encode_cache: dict[str, tuple[int, ...]] | None = None,
-        progress: bool = True,
+        progress: bool | Meter = True,
     ) -> None:
         check_batch_size(batch_size)
         if max_length is not None and max_length < 1:
@@ -158,10 +196,20 @@ class Engine:
                     f"{self.max_length} tokens; shorten it or raise the max length"
                 )
         self.tokens_naive += sum(len(model_window(row, self.max_length)) for row in rows if row.continuation)
-        with self._counting(), tqdm(total=len(rows), desc=desc, disable=not self.progress) as bar:
+        with self._counting(), self._meter(len(rows), desc) as meter:
             # identical token sequences are scored once and fanned out
-            by_row = score_rows(self.executor, self.max_length, Counter(rows), bar.update)
+            by_row = score_rows(self.executor, self.max_length, Counter(rows), meter.advance)
         return [by_row.get(row, (0.0, True)) for row in rows]
+
+    @contextmanager
+    def _meter(self, requests: int, desc: str) -> Iterator[Meter]:
+        """``progress``: a meter given (a sweep's line) is told; True draws the engine's own bar."""
+        if not isinstance(self.progress, bool):
+            self.progress.start(requests)
+            yield self.progress
+            return
+        with tqdm(total=requests, desc=desc, disable=not self.progress) as bar:
+            yield _Bar(bar)
 
     @contextmanager
     def _counting(self) -> Iterator[None]:
@@ -186,15 +234,18 @@ class Engine:
         order = sorted(copies, key=lambda r: (-len(rows[r].context), r.context))  # lm-eval's order
         segments = [Segment(rows[r].context, None, (rows[r],), copies[r]) for r in order if rows[r].max_new_tokens > 0]
         decoded: dict[DecodeRow, Decoded] = {}
-        with self._counting(), tqdm(total=len(requests), desc=desc, disable=not self.progress) as bar:
+        with self._counting(), self._meter(len(requests), desc) as meter:
 
             def done(batch: Sequence[Segment], outputs: list[Decoded]) -> None:
                 decoded.update((segment.reads[0], output) for segment, output in zip(batch, outputs))
-                bar.update(sum(segment.copies for segment in batch))
+                meter.advance(sum(segment.copies for segment in batch))
+
+            def step(tokens: int) -> None:
+                meter.advance(tokens=tokens)
 
             # A shared prefix stops before a prompt's last token, whose logits give the first new token.
             reads_from = [len(segment.tokens) - 1 for segment in segments]
-            self.executor.run(segments, reads_from, self.decoder.decode, done, generation_footprint)
+            self.executor.run(segments, reads_from, partial(self.decoder.decode, on_step=step), done, generation_footprint)
         # Continuations decoding did not score (the model's cache cannot be forked, the window would
         # overflow, nothing to generate): a forward of their own over prompt + continuation.
         rest: Counter[ScoringRow] = Counter()
@@ -207,7 +258,7 @@ class Engine:
         by_row = {}
         if rest:
             with self._counting():
-                by_row = score_rows(self.executor, self.max_length, rest, lambda n: None)
+                by_row = score_rows(self.executor, self.max_length, rest, lambda requests, tokens: None)
         results = []
         for request in requests:
             row = rows[request]

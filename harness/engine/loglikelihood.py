@@ -46,10 +46,10 @@ def model_window(row: ScoringRow, max_length: int) -> tuple[int, ...]:
 
 
 def score_rows(
-    executor: SharedPrefixExecutor, max_length: int, copies: Counter[ScoringRow], advance: Callable[[int], Any]
+    executor: SharedPrefixExecutor, max_length: int, copies: Counter[ScoringRow], advance: Callable[[int, int], Any]
 ) -> dict[ScoringRow, tuple[float, bool]]:
     """Summed log-probability and greediness of each distinct row (``copies``: requests per row);
-    ``advance(n)`` follows each batch with the requests it answered."""
+    ``advance(requests, tokens)`` follows each batch with the requests it answered and the tokens it scored."""
     windows: dict[tuple[int, ...], list[ScoringRow]] = {}
     for row in sorted(copies, key=lambda r: (-len(r.tokens), r.tokens)):  # lm-eval's Collator order
         if row.continuation:  # an empty one needs no forward: log 1 = 0
@@ -62,7 +62,8 @@ def score_rows(
 
     def done(batch: Sequence[Segment], outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         scored.extend(zip(batch, outputs))
-        advance(sum(segment.copies for segment in batch))
+        advance(sum(segment.copies for segment in batch),
+                sum(len(row.continuation) for segment in batch for row in segment.reads))
 
     # A shared prefix stops before a window's first continuation predictor.
     reads_from = [len(s.tokens) - max(len(row.continuation) for row in s.reads) for s in segments]

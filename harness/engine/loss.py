@@ -31,7 +31,7 @@ from typing import Iterable
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.engine.batching import check_batch_size
-from harness.engine.interface import Engine
+from harness.engine.interface import Engine, Meter
 from harness.engine.loglikelihood import disjoint_windows
 from harness.engine.models import context_length, file_sha256
 from harness.errors import UserError, not_utf8, require_finite
@@ -117,7 +117,7 @@ def pretraining_loss(
     window: int = 2048,
     max_tokens: int = 1_000_000,
     batch_size: int | str = "auto",
-    progress: bool = True,
+    progress: bool | Meter = True,
 ) -> LossResult:
     """Mean next-token loss and bits per byte of ``model`` on ``corpus`` (see the module docstring).
 

@@ -9,6 +9,9 @@ One results.json is written per (model, revision, step) into ``OUT/<model>@<revi
 same checkpoint are merged, and so is an earlier import in the same folder. The same task met twice
 with different numbers (say a zero-shot and a five-shot folder of one checkpoint) is an error rather
 than a silent overwrite.
+
+It prints what it read and wrote in a few lines (files, models, checkpoints, tasks, metric values,
+where); ``--verbose`` lists every file written and every JSON file skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +91,7 @@ def checkpoint_results(files: list[ImportedFile], earlier: dict[str, Any] | None
                   "model_args": imported.model_args}
         if source not in sources:
             sources.append(source)
-    return {
+    results = {
         "schema": store.SCHEMA_VERSION,
         "harness_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -107,11 +111,65 @@ def checkpoint_results(files: list[ImportedFile], earlier: dict[str, Any] | None
         "tasks": dict(sorted(tasks.items())),
         "imported_from": sources,
     }
+    exported = next((f.exported for f in files if f.exported is not None), None)
+    if exported is not None:
+        results.update(exported_fields(exported))
+    elif earlier is not None:  # a plain lm-eval file merged into an earlier import of our export: keep what it restored
+        results.update({k: earlier[k] for k in _EXPORTED_FIELDS if k in earlier})
+    return results
 
 
-def import_lm_eval(root: Path, out: Path = DEFAULT_OUT, log: Callable[[str], None] = print) -> list[Path]:
+# What a file of ``harness export`` restores beyond lm-eval's fields: the checkpoint as our table
+# shows it (its name, size, loss, weights) and the key of the loss unit its rows carry.
+_EXPORTED_FIELDS = ("name", "size", "step", "tokens_per_step", "model", "identity", "loss", "units", "provenance",
+                    "failures", "exported_from")
+
+
+def exported_fields(exported: dict[str, Any]) -> dict[str, Any]:
+    """The fields of our results.json that an exported file's ``emergence_harness`` block restores."""
+    model = {**(exported.get("model") or {}), "source": SOURCE}  # an import, whatever the weights' source was
+    fields = {k: exported.get(k) for k in ("name", "size", "step", "tokens_per_step", "identity", "loss", "provenance")}
+    fields.update(model=model, failures=exported.get("failures") or [],
+                  exported_from={"source": (exported.get("model") or {}).get("source"), "command": exported.get("command")})
+    if exported.get("loss_unit_key"):
+        fields["units"] = {"loss": {"key": exported["loss_unit_key"], "status": "done"}}
+    return fields
+
+
+@dataclass
+class Imported:
+    """What an import read and wrote."""
+
+    root: Path
+    out: Path
+    written: list[Path]  # one results.json per checkpoint
+    files: int  # lm-eval results files read
+    models: int
+    tasks: int  # task rows (subtasks and their parents), over all checkpoints
+    values: int  # metric values written: the rows ``harness table`` makes of them
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # other JSON files, and why
+
+    def summary(self, hint: str = "") -> list[str]:
+        """A few lines however many files: counts and where (``hint`` ends the second line)."""
+        lines = [
+            f"read {_count(self.files, 'lm-evaluation-harness results file')} under {self.root}: "
+            f"{_count(self.models, 'model')}, {_count(len(self.written), 'checkpoint')}, {_count(self.tasks, 'task')}",
+            f"wrote {_count(len(self.written), 'results file')} ({_count(self.values, 'metric value')}) under "
+            f"{self.out}; harness table {self.out}{hint}",
+        ]
+        if self.skipped:
+            path, why = self.skipped[0]
+            lines.append(f"skipped {_count(len(self.skipped), 'other JSON file')} (e.g. {path}: {why})")
+        return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def import_lm_eval(root: Path, out: Path = DEFAULT_OUT, log: Callable[[str], None] = print) -> Imported:
     """Read every lm-eval results file under ``root``; write one results.json per checkpoint under
-    ``out``; return the paths written."""
+    ``out``; ``log`` is told of each JSON file skipped."""
     by_checkpoint: dict[tuple[str, str | None, int | None], list[ImportedFile]] = {}
     notes = []
     for path in find_json_files(root):
@@ -150,9 +208,13 @@ def import_lm_eval(root: Path, out: Path = DEFAULT_OUT, log: Callable[[str], Non
     check_out_dir(Path(out))  # after every check of the inputs: a conflict leaves no folder behind
     for target, results in planned:
         store.write_json_atomic(target, results)
-    written = [target for target, _ in planned]
-    log(f"imported {sum(len(f) for f in by_checkpoint.values())} files into {len(written)} results files under {out}")
-    return written
+    return Imported(
+        root=Path(root), out=Path(out), written=[target for target, _ in planned],
+        files=sum(len(files) for files in by_checkpoint.values()), models=len({model for model, _, _ in by_checkpoint}),
+        tasks=len({task for _, results in planned for task in results["tasks"]}),
+        values=sum(len(entry.get("metrics", {})) for _, results in planned for entry in results["tasks"].values()),
+        skipped=notes,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,14 +222,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "path", type=Path, help="folder of lm-evaluation-harness results JSON files (searched recursively), or one file"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where the results.json files go (default {DEFAULT_OUT})")
+    parser.add_argument("--verbose", action="store_true", help="also list every results file written and every JSON file skipped")
 
 
 def run(args: argparse.Namespace) -> int:
+    """A summary (counts and where); each file only with ``--verbose``: Pythia's evals are 432 files."""
     notes: list[str] = []  # printed once the import succeeds; a failed one is its one error line (which counts them)
-    for path in import_lm_eval(args.path, args.out, log=notes.append):
-        print(path)
-    for note in notes:
-        print(note, file=sys.stderr)
+    imported = import_lm_eval(args.path, args.out, log=notes.append)
+    if args.verbose:
+        for path in imported.written:
+            print(path)
+        for note in notes:
+            print(note, file=sys.stderr)
+    print("\n".join(imported.summary("" if args.verbose else "; --verbose lists each file")))
     return 0
 
 

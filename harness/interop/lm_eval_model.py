@@ -152,6 +152,16 @@ class HarnessLM(LM):
                              max_length=max_length, prefix_cache=prefix_cache, progress=progress)
         self._device = self.engine.device
 
+    @classmethod
+    def over_engine(cls, engine: Engine, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS) -> HarnessLM:
+        """lm-eval's three request methods over an engine already built (a run's: ``lm_eval:`` tasks in
+        ``harness eval``/``sweep``), with nothing loaded; the engine's model is the run's model."""
+        lm = cls.__new__(cls)
+        LM.__init__(lm)
+        lm.engine, lm.max_gen_toks, lm._device = engine, max_gen_toks, engine.device
+        lm.info = None  # type: ignore[assignment]  # the run records the model's info itself
+        return lm
+
     # ------------------------------------------------------------------ what lm-eval reads
 
     @property

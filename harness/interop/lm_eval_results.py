@@ -27,6 +27,11 @@ their old prompts ``sciq_pythia_v0`` and ``wsc_pythia_v0``, ``ppl`` to ``perplex
 ``exact_match_strict`` / ``exact_match_flexible`` (other filters keep lm-eval's ``metric,filter``).
 The shot count is each file's own (``n-shot``, else its task config, else ``config.num_fewshot``),
 never guessed from the file name: Pythia's ``1b-bf16-5shot_step512.json`` is a 0-shot run.
+
+A file written by ``harness export`` (``harness.interop.export_lm_eval``) is a v0.4 file with one more
+top-level field, ``emergence_harness``: there the checkpoint, our metric names and everything lm-eval's
+layout has no place for (loss, weights, unit records) are read as written, nothing guessed; values
+and stderrs still come from lm-eval's ``results``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,12 @@ _FILTERED_METRIC_NAMES = {
     ("exact_match", "strict-match"): "exact_match_strict",
     ("exact_match", "flexible-extract"): "exact_match_flexible",
 }
+# ours -> lm-eval's "metric,filter" (harness export): the inverse of the rows above
+_LM_EVAL_METRIC_KEYS = {ours: f"{metric},{filter_name}" for (metric, filter_name), ours in _FILTERED_METRIC_NAMES.items()}
+# The top-level field of a file written by ``harness export`` (harness.interop.export_lm_eval): what
+# lm-eval's layout has no place for (the loss, the weights, our metric names, the unit records).
+EXPORT_KEY = "emergence_harness"
+EXPORT_SCHEMA = 1
 _SHOT_FOLDER = re.compile(r"(?:zero|one|two|three|four|five|ten|few|\d+)[-_]?shots?", re.IGNORECASE)
 _DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
 
@@ -69,6 +80,8 @@ class ImportedFile:
     lm_eval_version: str | None
     model_args: Any  # as written in the file: provenance of the names we mapped
     tasks: dict[str, dict[str, Any]]
+    # a file of ``harness export``: its checkpoint fields (name, loss, model, units...), else None
+    exported: dict[str, Any] | None = None
 
 
 def parse_model_args(model_args: str | dict[str, Any] | None) -> dict[str, str]:
@@ -93,6 +106,14 @@ def our_metric_name(metric: str, filter_name: str = "none") -> str:
     if filter_name != "none":
         return _FILTERED_METRIC_NAMES.get((metric, filter_name), f"{metric},{filter_name}")
     return _METRIC_NAMES.get(metric, metric)
+
+
+def lm_eval_metric_key(metric: str) -> str:
+    """Our metric name as lm-eval 0.4 writes it: ``acc`` -> ``acc,none``, ``exact_match_strict`` ->
+    ``exact_match,strict-match``; a name that already holds its filter (an imported one) stays."""
+    if metric in _LM_EVAL_METRIC_KEYS:
+        return _LM_EVAL_METRIC_KEYS[metric]
+    return metric if "," in metric else f"{metric},none"
 
 
 def higher_is_better(metric: str, declared: bool | None = None) -> bool:
@@ -224,6 +245,31 @@ def _v04_tasks(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+def _exported_tasks(data: dict[str, Any], block: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The task entries of a ``harness export`` file: every field from its ``emergence_harness`` block
+    but value and stderr, which are read from lm-eval's own ``results`` (the numbers lm-eval's readers
+    see are the numbers we import)."""
+    tasks = {}
+    for task, entry in block["tasks"].items():
+        values = data["results"].get(task, {})
+        metrics = {}
+        for metric, m in entry["metrics"].items():
+            base, _, filter_name = m["key"].partition(",")
+            metrics[metric] = {"value": values.get(m["key"]), "stderr": _number(values.get(f"{base}_stderr,{filter_name}")),
+                               "n": m["n"], "random_baseline": m["random_baseline"], "higher_is_better": m["higher_is_better"]}
+        config = block.get("units", {}).get(entry.get("unit_key"))
+        tasks[task] = {**{k: v for k, v in entry.items() if k != "metrics"}, "metrics": metrics,
+                       **({"config": config} if config is not None else {})}
+    return tasks
+
+
+def _export_block(data: dict[str, Any]) -> dict[str, Any] | None:
+    block = data.get(EXPORT_KEY)
+    if isinstance(block, dict) and block.get("schema") == EXPORT_SCHEMA and isinstance(block.get("tasks"), dict):
+        return block
+    return None  # none, or of a schema this version does not know: read as any lm-eval file
+
+
 def _layout(data: Any) -> str | None:
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not isinstance(data.get("config"), dict):
         return None
@@ -267,6 +313,16 @@ def read_results_file(path: Path) -> ImportedFile | None:
         return None
     config = data["config"]
     args = parse_model_args(config.get("model_args"))
+    block = _export_block(data) if layout == "v0.4" else None
+    if block is not None:  # our own export: the checkpoint as we recorded it, no name guessed
+        checkpoint = block.get("checkpoint") or {}
+        return ImportedFile(
+            path=str(path), layout=layout, model=str(checkpoint.get("model") or block.get("name") or "model"),
+            revision=checkpoint.get("revision"), step=block.get("step"),
+            dtype=_normalise_dtype((block.get("model") or {}).get("dtype")), lm_eval_version=data.get("lm_eval_version"),
+            model_args=config.get("model_args"), tasks=_exported_tasks(data, block),
+            exported={k: v for k, v in block.items() if k not in ("tasks", "units")},
+        )
     pretrained = args.get("pretrained") or data.get("model_name") or _model_from_path(Path(path))
     revision = args.get("revision")
     if revision:

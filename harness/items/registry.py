@@ -61,6 +61,10 @@ class BuildOptions:
     # cap on the tokens generated per item (evaluation during training): a count, or "auto" (from the
     # targets, where the task reads its answer at the start of the generation); None = the task's own
     max_new_tokens: int | str | None = None
+    # lm_eval:<name> tasks (harness.interop.lm_eval_tasks): a folder of the user's lm-eval YAMLs, and
+    # whether a YAML's !function may import code from its folder (--include-path, --allow-task-code)
+    include_path: Path | None = None
+    allow_task_code: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,10 +119,19 @@ def known_task_names() -> list[str]:
     return names
 
 
+def task_list(names: Any) -> tuple[str, ...]:
+    """The one reading of a task list, whoever gives it (flag, YAML key, Python argument):
+    ``"mmlu, gsm8k"`` or ``["mmlu", "gsm8k"]`` -> ``("mmlu", "gsm8k")``; blanks dropped, None -> ()."""
+    if names is None:
+        return ()
+    if isinstance(names, str):
+        names = names.split(",")
+    return tuple(str(n).strip() for n in names if str(n).strip())
+
+
 def resolve(names: str | list[str]) -> list[TaskSelection]:
     """Turn ``"mmlu,gsm8k,bigbench:arithmetic"`` into selections; unknown names raise a UserError."""
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = task_list(names)
     specs = all_specs()
     selections = []
     for name in names:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.items import registry
 from harness.items.registry import BuildOptions, TaskSelection
@@ -18,6 +19,9 @@ class TaskRows:
     selection: TaskSelection
     spec: registry.TaskSpec
     rows: dict[str, list[Item]] = field(default_factory=dict)
+    # an lm-eval task (harness.interop.lm_eval_tasks.LmEvalTasks): its rows hold LmEvalDoc values, which
+    # lm-eval's own objects score; None for our own tasks
+    lm_eval: Any = None
 
 
 def build_task_rows(selections: list[TaskSelection], opts: BuildOptions) -> list[TaskRows]:
@@ -72,6 +76,10 @@ def find_item(task: str, doc_id: int, opts: BuildOptions) -> Item:
     """The item ``doc_id`` of one row (``harness prompt``), rendered exactly as a run renders it."""
     from harness.errors import UserError
 
+    if task.startswith("lm_eval:"):
+        from harness.interop.lm_eval_tasks import find_doc
+
+        return find_doc(task, doc_id, opts)
     (selection,) = registry.resolve([task])
     (built,) = build_task_rows([selection], dataclasses.replace(opts, limit=doc_id + 1))
     if len(built.rows) != 1:
@@ -85,6 +93,10 @@ def find_item(task: str, doc_id: int, opts: BuildOptions) -> Item:
 
 def item_answers(item: Item) -> dict:
     """What ``harness prompt`` prints beside the prompt: the choices and gold, or the targets and stops."""
+    if not isinstance(item, Item):  # an lm-eval document: its requests' other arguments
+        from harness.interop.lm_eval_tasks import doc_answers
+
+        return doc_answers(item)
     info: dict = {"task": item.task, "doc_id": item.doc_id}
     if item.choices:  # multiple choice, or one continuation (gold null)
         info.update(choices=list(item.choices), gold=item.gold)

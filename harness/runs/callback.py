@@ -27,7 +27,8 @@ from transformers import TrainerCallback
 
 from harness import store
 from harness.errors import UserError, check_run_values, check_whole_number
-from harness.runs.in_process import evaluate_model, parse_tasks, tasks_once
+from harness.items.registry import task_list
+from harness.runs.in_process import evaluate_model, tasks_once
 from harness.runs.sweep_config import check_api_arguments
 from harness.runs.loggers import harness_scalars
 from harness.runs.unit_files import now
@@ -56,6 +57,7 @@ class EvalCallback(TrainerCallback):
     since training began that all evaluation together may take (a warning is printed when it is
     passed).  A budget that runs out writes the unfinished task units ``partial`` (rows with status
     ``partial``), never finished; the loss is still measured.  None of them set: results as before.
+    ``include_path``, ``allow_task_code``: for ``lm_eval:<name>`` tasks, as ``harness eval``'s flags.
     """
 
     def __init__(
@@ -80,6 +82,8 @@ class EvalCallback(TrainerCallback):
         max_new_tokens: int | str | None = None,
         budget_seconds: float | None = None,
         budget_share: float | None = None,
+        include_path: str | Path | None = None,
+        allow_task_code: bool = False,
     ) -> None:
         check_api_arguments("EvalCallback", {k: v for k, v in locals().items() if k not in ("self", "tokenizer", "every")})
         check_run_values(limit=limit, num_fewshot=num_fewshot, batch_size=batch_size, loss_window=loss_window,
@@ -95,7 +99,7 @@ class EvalCallback(TrainerCallback):
                             "in (0, 1], e.g. 0.1; or None")
         if loss_corpus is not None and not Path(loss_corpus).is_file():
             raise UserError(f"loss_corpus {str(loss_corpus)!r} does not exist; pass a .txt or .jsonl file")
-        self.tasks = parse_tasks(tasks)
+        self.tasks = task_list(tasks)
         if not self.tasks:
             raise UserError("EvalCallback needs at least one task, e.g. tasks=['bigbench:modified_arithmetic']")
         self.out = Path(out)
@@ -109,6 +113,7 @@ class EvalCallback(TrainerCallback):
             "data_dir": data_dir, "loss_corpus": loss_corpus, "limit": limit, "batch_size": batch_size,
             "loss_window": loss_window, "loss_tokens": loss_tokens, "num_fewshot": num_fewshot,
             "bigbench_mode": bigbench_mode, "max_new_tokens": max_new_tokens,
+            "include_path": Path(include_path) if include_path is not None else None, "allow_task_code": allow_task_code,
         }
         self.budget_seconds = budget_seconds
         self.budget_share = budget_share
@@ -130,6 +135,7 @@ class EvalCallback(TrainerCallback):
             data_dir=Path(self.options["data_dir"]) if self.options["data_dir"] is not None else None,
             limit=self.options["limit"], num_fewshot=self.options["num_fewshot"],
             bigbench_mode=self.options["bigbench_mode"], max_new_tokens=self.options["max_new_tokens"],
+            include_path=self.options["include_path"], allow_task_code=self.options["allow_task_code"],
         )
         built, _ = tasks_once(self.tasks, opts)  # the items every evaluation of this run scores
         self._run_tokens_per_step, source = self._tokens_per_step(args, train_dataloader)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import check_run_values, check_whole_number
+from harness.items.registry import task_list
 from harness.runs.checkpoints import Checkpoint, default_model_name, parse_step
 from harness.runs.loss_sources import loss_settings
 from harness.runs.plan import canonical, check_folder_owner, checkpoint_dir, plan_checkpoint
@@ -46,15 +47,13 @@ def eval_spec(
     """The spec of ``harness eval --model MODEL [--revision R] --tasks ...``; ``settings`` are
     ``SweepConfig`` fields (out, limit, batch_size, dtype, device...), range-checked here before any
     model is loaded."""
-    if isinstance(tasks, str):
-        tasks = tasks.split(",")
     # the flags' own names in the messages (validated() names the config file's keys too)
     check_run_values(limit=settings.get("limit"), num_fewshot=settings.get("num_fewshot"),
                      batch_size=settings.get("batch_size", "auto"), loss_window=loss_window, loss_tokens=loss_tokens)
     check_whole_number("--save-every", settings.get("save_every", 256), 1, "items scored between two saves, e.g. 256")
     loss = loss_settings(corpus=Path(loss_corpus) if loss_corpus is not None else None, window=loss_window, tokens=loss_tokens)
     the_model = ModelSweep(name=name or default_model_name(model), size=size, loss=loss, tokens_per_step=tokens_per_step)
-    config = validated(SweepConfig(models=(the_model,), tasks=tuple(t.strip() for t in tasks if t.strip()), **settings))
+    config = validated(SweepConfig(models=(the_model,), tasks=task_list(tasks), **settings))
     checkpoint = canonical(Checkpoint(model, revision, None))
     step = parse_step(revision) if revision else parse_step(checkpoint.model)
     return EvalSpec(config, replace(checkpoint, step=step))

@@ -30,7 +30,7 @@ import pandas as pd
 
 from harness import store
 from harness.errors import UserError
-from harness.items.registry import BuildOptions
+from harness.items.registry import BuildOptions, task_list
 from harness.runs import distributed, units
 from harness.runs.checkpoints import Checkpoint, canonical_location, default_model_name
 from harness.runs.loss_sources import LossSettings, loss_settings
@@ -56,12 +56,6 @@ def tasks_once(tasks: tuple[str, ...], opts: BuildOptions) -> BuiltTasks:
     if key not in _TASKS:
         _TASKS[key] = build_tasks(tasks, opts)
     return _TASKS[key]
-
-
-def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
-    if isinstance(tasks, str):
-        tasks = tasks.split(",")
-    return tuple(t.strip() for t in tasks if t.strip())
 
 
 def evaluate_model(
@@ -90,6 +84,8 @@ def evaluate_model(
     prefix_cache: bool = True,
     max_new_tokens: int | str | None = None,
     time_budget: float | None = None,
+    include_path: str | Path | None = None,
+    allow_task_code: bool = False,
     progress: bool = False,
     log=None,
 ) -> pd.DataFrame:
@@ -110,13 +106,16 @@ def evaluate_model(
     items; past it, each unfinished task unit is written ``partial`` (the metrics of the items scored,
     rows with status ``partial``), never as finished, and a later evaluation of the same weights
     resumes it.  The loss is measured whatever the budget.  Neither set: results as without them.
+
+    ``lm_eval:<name>`` tasks are lm-eval's (``harness.interop.lm_eval_tasks``); ``include_path``: a
+    folder of one's own lm-eval YAMLs, ``allow_task_code``: their ``!function`` code may run.
     """
     check_api_arguments("evaluate_model", {k: v for k, v in locals().items() if k not in ("model", "tokenizer", "log")})
     log = log or (lambda message: None)
     if time_budget is not None and not time_budget >= 0:  # its type: check_api_arguments, above
         raise UserError(f"evaluate_model: time_budget={time_budget!r}: pass seconds >= 0, or None for no budget")
     deadline = time.monotonic() + time_budget if time_budget is not None else None
-    tasks = parse_tasks(tasks)
+    tasks = task_list(tasks)
     device = model_device(model)
     ranks, _ = distributed.join(device)
     with training_state_kept(model):
@@ -146,6 +145,7 @@ def evaluate_model(
                 num_fewshot=num_fewshot, prompt_type=prompt_type, bigbench_mode=bigbench_mode, dtype=identity.dtype,
                 device=device, batch_size=batch_size, add_bos_token=add_bos_token, prefix_cache=prefix_cache,
                 prefetch=False, progress=progress, max_new_tokens=max_new_tokens,
+                include_path=Path(include_path) if include_path is not None else None, allow_task_code=allow_task_code,
                 # under a time budget, items are saved (and the clock checked) in small chunks
                 **({"save_every": _BUDGET_CHUNK} if deadline is not None else {}),
             ))

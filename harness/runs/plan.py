@@ -88,9 +88,16 @@ BuiltTasks = tuple[dict[str, TaskRows], dict[str, str]]
 
 
 def build_tasks(tasks: tuple[str, ...], opts: BuildOptions) -> BuiltTasks:
-    """Every selected task's items (a task named twice is built once) and their digests."""
-    selections = list({s.label: s for s in registry.resolve(list(tasks))}.values()) if tasks else []
+    """Every selected task's items (a task named twice is built once) and their digests; ``lm_eval:<name>``
+    tasks are built by lm-eval (``harness.interop.lm_eval_tasks``), after ours."""
+    ours = [t for t in tasks if not t.startswith("lm_eval:")]
+    theirs = list(dict.fromkeys(t for t in tasks if t.startswith("lm_eval:")))
+    selections = list({s.label: s for s in registry.resolve(ours)}.values()) if ours else []
     built = {b.selection.label: b for b in build_task_rows(selections, opts)}
+    if theirs:
+        from harness.interop.lm_eval_tasks import build_task_rows as build_lm_eval_rows
+
+        built.update({b.selection.label: b for b in build_lm_eval_rows(theirs, opts)})
     return built, {label: items_sha256(b.rows) for label, b in built.items()}
 
 

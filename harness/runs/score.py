@@ -60,9 +60,22 @@ def score_items(engine, spec: registry.TaskSpec, items: list[Item]) -> list[dict
     ]
 
 
+def score_lm_eval(engine, built: TaskRows, docs: list) -> list[dict[str, Any]]:
+    """Per-item records of an lm-eval task's documents: its requests through the engine, then lm-eval's
+    filters and ``process_results`` (``harness.interop.lm_eval_tasks``, imported only for such a task)."""
+    from harness.interop.lm_eval_tasks import score_docs
+
+    return score_docs(engine, built.lm_eval, docs)
+
+
 def task_entries(built: TaskRows, records_by_row: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """The results entries of one task from its per-item records: one per row, then, for a task of
-    several rows, the parent row (item-weighted metrics and ``<metric>_macro``)."""
+    several rows, the parent row (item-weighted metrics and ``<metric>_macro``).  An lm-eval task's
+    entries are lm-eval's aggregation of its records."""
+    if built.lm_eval is not None:
+        from harness.interop.lm_eval_tasks import task_entries as lm_eval_entries
+
+        return lm_eval_entries(built, records_by_row)
     parent = built.selection.label if len(built.rows) > 1 else None
     entries: dict[str, dict[str, Any]] = {}
     row_metrics: dict[str, dict] = {}

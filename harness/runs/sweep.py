@@ -35,7 +35,8 @@ from harness.runs.loss_sources import LossSettings, logged_loss, trainer_state_l
 from harness.runs.plan import FolderTaken, PlannedCheckpoint, SweepPlan, plan_sweep
 from harness.runs.prefetch import BackgroundCall
 from harness.runs.prepare import InMemory, Prepared, RunInputs, prepare
-from harness.runs.score import score_items, split_by_row, task_entries
+from harness.runs.progress import SweepProgress, library_bars_off
+from harness.runs.score import score_items, score_lm_eval, split_by_row, task_entries
 from harness.runs.sweep_config import SweepConfig
 from harness.runs.unit_files import Log, RunLog, error_line, now, unit_header, write_failure, write_unit, write_view
 from harness.runs.units import LOSS_UNIT
@@ -118,6 +119,7 @@ class _Run:
     device: str
     loggers: Any = None
     deadline: float | None = None  # time.monotonic() past which no more items are scored (a time budget)
+    progress: SweepProgress = field(default_factory=lambda: SweepProgress(None, None, enabled=False))
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -142,7 +144,8 @@ def run_sweep(
     plan = plan if plan is not None else plan_sweep(config)
     owned = sum(len(p.units) for p in plan.checkpoints)
     summary = SweepSummary(config.shard.label, plan.units_in_sweep, owned)
-    run_log = RunLog(config.out, config.shard.label, log, writes=ranks.is_main)
+    progress = SweepProgress(len(plan.checkpoints), owned, enabled=config.progress and ranks.is_main)
+    run_log = RunLog(config.out, config.shard.label, progress.log_through(log), writes=ranks.is_main)
     for note in plan.notes:
         run_log.event("note", f"note: {note}", note=note)
     run_log.event(
@@ -151,12 +154,13 @@ def run_sweep(
         checkpoints=len(plan.checkpoints), units_owned=owned, units_in_sweep=plan.units_in_sweep,
     )
     encodings = memory.encodings if memory is not None else None
-    with StopRequest() as stop:
-        run = _Run(config, plan, summary, run_log, stop, RunInputs(encodings), ranks, device, loggers, deadline)
+    with StopRequest() as stop, library_bars_off(), progress:
+        run = _Run(config, plan, summary, run_log, stop, RunInputs(encodings), ranks, device, loggers, deadline, progress)
         try:
             _run_plan(run, memory)
         except KeyboardInterrupt:
             summary.interrupted = True
+            progress.interrupted()
             run_log.event("interrupted", "interrupted: finished units and scored items are kept; rerun to resume")
         finally:
             if ranks.is_main:
@@ -197,6 +201,7 @@ def _run_plan(run: _Run, memory: InMemory | None) -> None:
     upcoming = start(0)
     for index, planned in enumerate(checkpoints):
         call, waited_from = upcoming, time.perf_counter()
+        run.progress.checkpoint(index + 1, f"{planned.out_dir.parent.name}/{planned.out_dir.name}")
         try:
             prepared = call.result()
         except Exception as error:  # noqa: BLE001 - a checkpoint whose files cannot be read fails alone
@@ -226,6 +231,7 @@ def _checkpoint_failed(run: _Run, planned: PlannedCheckpoint, error: Exception) 
         elif run.ranks.is_main:
             run.summary.failures.append(write_failure(planned, label, error, _provenance(run)))
         run.summary.units_failed += 1
+    run.progress.settled(len(planned.units), failed=True)
     run.log.event("checkpoint_failed", f"FAILED {planned.checkpoint.label}: {error_line(error)}",
                   checkpoint=planned.checkpoint.label, error=error_line(error))
 
@@ -243,6 +249,7 @@ def _evaluate_checkpoint(run: _Run, prepared: Prepared, waited: float) -> str | 
         write_view(planned, prepared.request)
     summary.skipped.extend(prepared.keys[label] for label in prepared.skipped)
     summary.units_skipped += len(prepared.skipped)
+    run.progress.settled(len(prepared.skipped))
     if prepared.skipped:
         run.log.event("skipped", f"already in {planned.out_dir}: {', '.join(sorted(prepared.skipped))} "
                       "(same checkpoint, data and settings); not run again")
@@ -254,11 +261,14 @@ def _evaluate_checkpoint(run: _Run, prepared: Prepared, waited: float) -> str | 
         engine = Engine(
             model, tokenizer, batch_size=config.batch_size, add_bos_token=config.add_bos_token,
             prefix_cache=config.prefix_cache, encode_cache=run.inputs.encode_cache(tokenizer, config.add_bos_token),
-            progress=config.progress and run.ranks.is_main,
+            progress=run.progress,
         )
         del model, tokenizer
     for label in prepared.pending:
+        failed = summary.units_failed
+        run.progress.unit_started(label)
         _run_unit(run, prepared, label, engine)
+        run.progress.unit_finished(failed=summary.units_failed > failed)
         run.stop.check()
     eval_seconds = time.perf_counter() - started
     timing = {
@@ -335,7 +345,10 @@ def _score_chunk(run: _Run, engine: Any, built: TaskRows, chunk: list) -> list[d
     """This process's share of ``chunk`` scored, every process's records gathered in item order."""
     mine = distributed.my_indices(len(chunk), run.ranks)
     try:
-        scored = list(zip(mine, score_items(engine, built.spec, [chunk[i] for i in mine])))
+        items = [chunk[i] for i in mine]
+        # an lm-eval task's documents are scored with lm-eval's own filters and process_results
+        own = score_lm_eval(engine, built, items) if built.lm_eval is not None else score_items(engine, built.spec, items)
+        scored = list(zip(mine, own))
     except (NonFiniteOutput, RuntimeError) as error:
         if run.ranks.world == 1:
             raise
@@ -363,16 +376,19 @@ def _run_task_unit(run: _Run, engine: Any, built: TaskRows, planned: PlannedChec
     flat = [item for items in built.rows.values() for item in items]
     todo = [item for item in flat if (item.task, item.doc_id) not in have]
     run.summary.items_resumed += len(flat) - len(todo)
+    run.progress.unit_items(len(flat) - len(todo), len(flat))
     before = (engine.tokens_forwarded, engine.tokens_naive, time.perf_counter())
     for start in range(0, len(todo), run.config.save_every):
         if run.out_of_time():
             break
         chunk = todo[start : start + run.config.save_every]
+        run.progress.chunk_started(len(chunk))
         records = _score_chunk(run, engine, built, chunk)  # the engine fails a unit on NaN or inf (NonFiniteOutput)
         if run.ranks.is_main:
             store.append_jsonl(items_path, records)
         have.update(((r["task"], r["doc_id"]), r) for r in records)
         run.summary.items_scored += len(records)
+        run.progress.chunk_finished(len(records))
         run.stop.check()
     if len(have) < len(flat):  # cut by the time budget: the metrics of the items scored, marked partial
         built = dataclasses.replace(built, rows={row: kept for row, items in built.rows.items()
@@ -407,7 +423,7 @@ def _run_loss_unit(settings: LossSettings, planned: PlannedCheckpoint, loaded: A
         started = time.perf_counter()
         result = pretraining_loss(
             model, tokenizer, settings.corpus, window=settings.window, max_tokens=settings.tokens,
-            batch_size=run.config.batch_size, progress=run.config.progress and run.ranks.is_main,
+            batch_size=run.config.batch_size, progress=run.progress,
         )
         loss = {**dataclasses.asdict(result), "source": "corpus", "seconds": round(time.perf_counter() - started, 3)}
     elif settings.kind == "file":

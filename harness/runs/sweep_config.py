@@ -10,6 +10,7 @@ settings, output folder, device, batch size — from ``--config sweep.yaml`` or 
     device: auto
     dtype: auto
     batch_size: auto
+    include_path: my_tasks/         # optional: lm-eval YAMLs for lm_eval:<name> tasks (allow_task_code: true for !function)
     models:
       - model: EleutherAI/pythia-160m
         revisions: pythia           # or step1000:143000:1000, or a list
@@ -36,7 +37,7 @@ import yaml
 from harness.runs.checkpoints import Discovery, discover_checkpoints, hub_checkpoints, parse_revisions
 from harness.errors import UserError, check_input_file, check_run_values, check_type, check_whole_number, not_utf8
 from harness.runs.loss_sources import LossSettings, loss_settings
-from harness.items.registry import BuildOptions
+from harness.items.registry import BuildOptions, task_list
 from harness.runs.units import Shard, parse_shard
 
 
@@ -81,12 +82,15 @@ class SweepConfig:
     task_files: tuple[tuple[str, str], ...] = ()  # (task, local .jsonl or hub id): --task-file / task_files:
     data_revision: str | None = None  # hub datasets' revision: --data-revision / data_revision:
     max_new_tokens: int | str | None = None  # cap on generated tokens per item, or "auto": --max-new-tokens
+    include_path: Path | None = None  # lm_eval: tasks from the user's YAML folder: --include-path / include_path:
+    allow_task_code: bool = False  # their !function code may run: --allow-task-code / allow_task_code:
 
     def build_options(self) -> BuildOptions:
         return BuildOptions(
             data_dir=self.data_dir, limit=self.limit, num_fewshot=self.num_fewshot,
             prompt_type=self.prompt_type, bigbench_mode=self.bigbench_mode, task_files=self.task_files,
-            hub_revision=self.data_revision, max_new_tokens=self.max_new_tokens,
+            hub_revision=self.data_revision, max_new_tokens=self.max_new_tokens, include_path=self.include_path,
+            allow_task_code=self.allow_task_code,
         )
 
 
@@ -105,14 +109,6 @@ def parse_tokens_per_step(value: Any) -> int | None:
     if tokens < 1:
         raise UserError(f"tokens per step must be >= 1, got {tokens}")
     return tokens
-
-
-def _task_list(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = value.split(",")
-    return tuple(str(t).strip() for t in value if str(t).strip())
 
 
 def _default_name(paths: tuple[Path, ...]) -> str:
@@ -170,7 +166,7 @@ def select_models(models: tuple[ModelSweep, ...], spec: str) -> tuple[ModelSweep
 _GLOBAL_KEYS = {
     "out", "tasks", "data_dir", "limit", "num_fewshot", "prompt", "bigbench_mode", "dtype", "device", "batch_size",
     "add_bos_token", "trust_remote_code", "prefix_cache", "save_every", "prefetch", "loss", "tokens_per_step", "models",
-    "task_files", "data_revision", "max_new_tokens",
+    "task_files", "data_revision", "max_new_tokens", "include_path", "allow_task_code",
 }
 _MODEL_KEYS = {"model", "revisions", "checkpoints", "name", "size", "loss", "tokens_per_step"}
 _LOSS_KEYS = {"corpus", "from", "window", "tokens", "smoothing"}
@@ -182,6 +178,7 @@ _GLOBAL_TYPES = {
     "prompt": "string", "bigbench_mode": "string", "dtype": "string", "device": "string", "batch_size": "count or auto",
     "add_bos_token": "boolean or null", "trust_remote_code": "boolean", "prefix_cache": "boolean", "save_every": "count",
     "prefetch": "boolean", "data_revision": "string", "max_new_tokens": "count or auto",
+    "include_path": "path", "allow_task_code": "boolean",
 }
 _MODEL_TYPES = {"model": "string", "checkpoints": "string list", "name": "string"}
 _LOSS_TYPES = {"corpus": "path", "from": "string", "window": "count", "tokens": "count", "smoothing": "count"}
@@ -295,7 +292,7 @@ def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
         ))
     config = SweepConfig(
         models=tuple(models),
-        tasks=_task_list(raw.get("tasks")),
+        tasks=task_list(raw.get("tasks")),
         out=_resolve(base, raw.get("out", "results")),
         data_dir=_resolve(base, raw.get("data_dir")),
         limit=raw.get("limit"),
@@ -313,6 +310,8 @@ def load_sweep_config(path: Path, **overrides: Any) -> SweepConfig:
         task_files=_task_files(path, raw.get("task_files"), base),
         data_revision=None if raw.get("data_revision") is None else str(raw["data_revision"]),
         max_new_tokens=raw.get("max_new_tokens"),
+        include_path=_resolve(base, raw.get("include_path")),
+        allow_task_code=raw.get("allow_task_code", False),
     )
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     return validated(config)
@@ -362,7 +361,7 @@ def config_from_flags(
     fields as flags, None where left out."""
     tokens = parse_tokens_per_step(tokens_per_step)
     overrides = {
-        **settings, "tasks": _task_list(tasks) if tasks is not None else None,
+        **settings, "tasks": task_list(tasks) if tasks is not None else None,
         "shard": parse_shard(shard) if shard is not None else None,
     }
     loss = loss_settings(corpus=loss_corpus, loss_from=loss_from, window=loss_window, tokens=loss_tokens,

@@ -67,11 +67,6 @@ def gsm8k_hash_answer(text: str) -> str:
     return _regex_select(GSM8K_HASH_PATTERN, text, 0)
 
 
-def gsm8k_target(answer_field: str) -> str:
-    """gsm8k_cot's ``doc_to_target``: the final answer after "####" in the dataset's ``answer``."""
-    return answer_field.split("####")[-1].strip()
-
-
 def lm_eval_exact_match(
     prediction: str,
     reference: str,

@@ -66,11 +66,6 @@ def solution(item: Item) -> GoldContinuation:
     return GoldContinuation((item.solution,))
 
 
-def gsm8k_final_answer(solution_text: str) -> str:
-    """The number after GSM8K's ``####`` marker (lm-eval's gsm8k_cot doc_to_target)."""
-    return solution_text.split("####")[-1].strip()
-
-
 def gsm8k_worked_solution(item: Item) -> GoldContinuation:
     """gsm8k:fewshot (exemplars = the dataset's full answers after "Answer:"): " " + the solution as
     it is, final answer "#### N"."""
@@ -90,5 +85,6 @@ def gsm8k_cot_solution(item: Item) -> GoldContinuation:
     text = item.solution
     lines = [line.strip() for line in _CALCULATOR_ANNOTATION.sub("", text.split("####")[0]).splitlines()]
     sentences = [line if line[-1] in ".!?" else line + "." for line in lines if line]
-    final = f" The answer is {gsm8k_final_answer(text)}."
+    # the item's target is already the answer after "####" (items/families/gsm8k.final_answer, the one rule)
+    final = f" The answer is {item.targets[0]}."
     return GoldContinuation(("".join(" " + sentence for sentence in sentences) + final,), final_answer=final)

@@ -10,7 +10,7 @@ divides by the choice's length in characters, ``acc_bytes`` by its UTF-8 bytes).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -293,13 +293,6 @@ def aggregate_perplexity(logprobs: Sequence[float]) -> Aggregate:
     except OverflowError:  # a mean below −709 nats (an untrained model): beyond float range
         value = math.inf
     return Aggregate(value=value, stderr=None if mean.stderr is None else value * mean.stderr, n=mean.n)
-
-
-def macro_mean(values_by_group: Mapping[str, float]) -> float:
-    """Unweighted mean over groups (MMLU / C-Eval ``acc_macro``: each subject counts once)."""
-    if not values_by_group:
-        raise ValueError("no groups to average")
-    return math.fsum(values_by_group.values()) / len(values_by_group)
 
 
 def macro_aggregate(aggs: Sequence[Aggregate]) -> Aggregate:

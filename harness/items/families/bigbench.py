@@ -336,11 +336,3 @@ def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[I
             row, task_json, task_format(task_json, prompt), num_shots, mode, opts.limit, spec.max_new_tokens
         )
     return rows
-
-
-def row_info(row_name: str, items: Iterable[Item]) -> dict[str, Any]:
-    """{"mode", "metrics", "primary_metric"} of a built row, read from its items."""
-    first = next(iter(items), None)
-    if first is None:
-        raise ValueError(f"{row_name} has no items to describe")
-    return {"mode": first.meta["mode"], "metrics": list(first.metrics), "primary_metric": first.primary_metric}
