@@ -10,7 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import (
-    NonFiniteOutput, UserError, check_input_dir, check_out_dir, check_output_file, check_whole_number, not_utf8,
+    NonFiniteOutput,
+    UserError,
+    check_input_dir,
+    check_out_dir,
+    check_output_file,
+    check_whole_number,
+    not_utf8,
 )
 
 
@@ -220,10 +226,10 @@ def _add_sweep_parser(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from harness.analysis.table import stats_markdown, summary_markdown
     from harness.runs.evaluate import eval_spec, evaluate
     from harness.runs.loggers import parse_log_to
     from harness.runs.units import Shard, parse_shard
+    from harness.table import stats_markdown, summary_markdown
 
     log_targets = [parse_log_to(text) for text in args.log_to]
     spec = eval_spec(
@@ -364,9 +370,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_loss(args) -> int:
-    from harness.runs.evaluate import measure_loss
-
     from harness.errors import check_run_values
+    from harness.runs.evaluate import measure_loss
     from harness.runs.loss_sources import check_corpus
 
     if args.loss_corpus is None:
@@ -390,35 +395,43 @@ def cmd_loss(args) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from harness.items.task_docs import describe_tasks
+    from harness.task_listing import describe_tasks
 
     print(describe_tasks(verbose=args.verbose))
     return 0
 
 
 def cmd_prompt(args) -> int:
-    from harness.items.registry import BuildOptions
     from harness.items.rows import find_item, item_answers
+    from harness.spec import BuildOptions
 
     check_whole_number("--index", args.index, 0, "it is the item's doc_id, its 0-based position in the split file")
     check_whole_number("--num-fewshot", args.num_fewshot, 0, "0 is zero-shot; leave it out for the task's own number of shots")
     if args.max_new_tokens != "auto":
         check_whole_number("--max-new-tokens", args.max_new_tokens, 1, "tokens generated per item at most, or auto")
     _check_task_inputs(args)
-    item = find_item(args.task, args.index, BuildOptions(
+    opts = BuildOptions(
         data_dir=args.data_dir, num_fewshot=args.num_fewshot, prompt_type=args.prompt_type,
         bigbench_mode=args.bigbench_mode, task_files=tuple(args.task_files), hub_revision=args.data_revision,
         max_new_tokens=args.max_new_tokens, include_path=args.include_path, allow_task_code=bool(args.allow_task_code),
-    ))
-    sys.stdout.write(item.context + "\n")
+    )
+    if args.task.startswith("lm_eval:"):  # lm-eval builds it: its prompt and its requests' other arguments
+        from harness.interop.lm_eval_tasks import doc_answers, find_doc
+
+        doc = find_doc(args.task, args.index, opts)
+        context, answers = doc.context, doc_answers(doc)
+    else:
+        item = find_item(args.task, args.index, opts)
+        context, answers = item.context, item_answers(item)
+    sys.stdout.write(context + "\n")
     print("-" * 40, file=sys.stderr)
-    print(json.dumps(item_answers(item), ensure_ascii=False), file=sys.stderr)
+    print(json.dumps(answers, ensure_ascii=False), file=sys.stderr)
     return 0
 
 
 def cmd_table(args) -> int:
     from harness.runs.sweep_config import parse_tokens_per_step
-    from harness.analysis.table import render, results_table, with_task_loss
+    from harness.table import render, results_table, with_task_loss
 
     tokens_per_step = parse_tokens_per_step(args.tokens_per_step)
     _check_results_input(args.path, "harness table:")

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from harness.items import registry
 from harness.engine import Engine
+from harness.engine.models import load_model
+from harness.items import registry
 from harness.items.rows import build_task_rows
 from harness.runs.score import score_items
-from harness.engine.models import load_model
-from harness.items.registry import BuildOptions
+from harness.spec import BuildOptions
 
 # Dense bf16 tensor-core peak, TFLOP/s (vendor datasheets, without sparsity), by a name fragment.
 PEAK_BF16_TFLOPS = {

@@ -52,13 +52,13 @@ from typing import Any
 import torch
 import yaml
 
-from harness.items import registry
 from harness.engine import Engine
+from harness.engine.models import load_model
+from harness.engine.token_accounting import count_forwarded_tokens
+from harness.items import registry
 from harness.items.rows import build_task_rows
 from harness.runs.score import score_items
-from harness.engine.models import load_model
-from harness.items.registry import BuildOptions
-from harness.engine.token_accounting import count_forwarded_tokens
+from harness.spec import BuildOptions
 
 
 @dataclass(frozen=True)

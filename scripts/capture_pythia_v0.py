@@ -51,8 +51,8 @@ import json
 import random
 import sys
 import types
-from pathlib import Path
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Callable
 
 import lm_eval

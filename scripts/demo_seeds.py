@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.demo.pipeline import LOSS_SOURCES, REPORT_DIRS, default_out, run_demo, suite_config
-from harness.analysis.table import markdown_table
+from harness.table import markdown_table
 
 TASK = "bigbench:two_digit_addition"
 METRIC = "exact_match"

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.demo.corpus import ModelSize
 from harness.demo.pipeline import QUICK, sweep_yaml
+from harness.demo.tiny_suite import train_suite
 from harness.runs.sweep import run_sweep
 from harness.runs.sweep_config import load_sweep_config
-from harness.analysis.table import markdown_table, results_table
-from harness.demo.corpus import ModelSize
-from harness.demo.tiny_suite import train_suite
+from harness.table import markdown_table, results_table
 
 TASK = "bigbench:two_digit_addition"
 

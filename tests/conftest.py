@@ -163,8 +163,8 @@ def evaluate_tiny(model_dir: Path, out: Path, tasks, **config) -> tuple[dict, li
 def assert_scores_equal_lm_eval(task, doc: dict, item, metrics=("acc", "acc_norm", "acc_bytes")) -> None:
     """``metrics`` of lm-eval's process_results and ours on the same log-likelihoods, chosen so that
     normalising by lengths with or without the target delimiter can disagree."""
-    from harness.scoring import records as scoring
     from harness.requests import LoglikelihoodResult
+    from harness.scoring import records as scoring
 
     texts = [c[1:] for c in item.choices]
     cases = [[-(len(t) + 1) * w for t, w in zip(texts, weights)] for weights in ([1.0, 1.1, 0.9, 1.2, 1.0], [0.5, 2.0, 1.0, 1.0, 0.7])]

@@ -21,9 +21,14 @@ import re
 import pytest
 
 from harness.engine import Engine
-from harness.scoring.extraction import BIGBENCH_DEFAULT_OUTPUT_REGEX, BigbenchAnswer, bigbench_exact_match, bigbench_postprocess
-from harness.scoring.regex_prefix import first_match_is_settled
 from harness.requests import GenerationRequest
+from harness.scoring.extraction import (
+    BIGBENCH_DEFAULT_OUTPUT_REGEX,
+    BigbenchAnswer,
+    bigbench_exact_match,
+    bigbench_postprocess,
+)
+from harness.scoring.regex_prefix import first_match_is_settled
 
 # (stop_string, output_regex) of real BIG-bench 1.0.0 tasks, as harness.items.families.bigbench resolves them
 DEFAULT = (None, BIGBENCH_DEFAULT_OUTPUT_REGEX)  # most tasks: neither field set

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.runs.checkpoints import Checkpoint, discover_checkpoints, parse_revisions, parse_step
+from harness.checkpoints import Checkpoint, discover_checkpoints, parse_revisions, parse_step
 from harness.errors import UserError
-from harness.interop.pythia import PYTHIA_REVISIONS
+from harness.pythia import PYTHIA_REVISIONS
 
 
 @pytest.mark.parametrize(

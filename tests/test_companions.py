@@ -7,18 +7,20 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from harness.scoring import companions, records as scoring
-from harness.items.rows import build_task_rows
-from harness.runs.score import score_items, split_by_row, task_entries
-from harness.items import registry
-from harness.scoring.companions import GoldContinuation, companion_scores, edit_distance
-from harness.engine import Engine
-from harness.scoring.metrics import rouge_scores
-from harness.items.registry import BuildOptions
-from harness.requests import GenerationRequest, Item, LoglikelihoodRequest, LoglikelihoodResult
-from conftest import FIXTURES
 from test_engine import reference_loglikelihood
+
+from harness.engine import Engine
+from harness.items import registry
+from harness.items.rows import build_task_rows
+from harness.requests import GenerationRequest, Item, LoglikelihoodRequest, LoglikelihoodResult
+from harness.runs.score import score_items, split_by_row, task_entries
+from harness.scoring import companions
+from harness.scoring import records as scoring
+from harness.scoring.companions import GoldContinuation, companion_scores, edit_distance
+from harness.scoring.metrics import rouge_scores
+from harness.spec import BuildOptions
+
+from conftest import FIXTURES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FIXTURES
 from harness import cli
 from harness.analysis.compare import compare, compare_frames
 from harness.interop.import_lm_eval import import_lm_eval
+
+from conftest import FIXTURES
 
 PYTHIA_V1 = FIXTURES / "lm_eval_results" / "v0.3" / "evals" / "pythia-v1"
 TWO_FILES = ["pythia-160m/zero-shot/160m_step1000.json", "pythia-160m/zero-shot/160m_step143000.json"]

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 
 from harness import cli
-from harness.items import registry
-from harness.demo.pipeline import FULL, QUICK
-from harness.items.rows import build_task_rows
-from harness.analysis.table import results_table
 from harness.demo.corpus import ADDITION, ModelSize, SuiteConfig, build_corpus, task_document, write_suite_data
+from harness.demo.pipeline import FULL, QUICK
 from harness.demo.tiny_suite import checkpoint_steps, train_tokenizer
+from harness.items import registry
+from harness.items.rows import build_task_rows
+from harness.spec import BuildOptions
+from harness.table import results_table
 
 # A corpus small enough to build in a second: few docstrings, few evaluated items.
 SMALL = dataclasses.replace(QUICK, docstring_chars=20_000, eval_items=12)
@@ -72,7 +73,7 @@ def test_generated_task_runs_through_the_bigbench_loader(tmp_path):
     corpus = build_corpus(SMALL)
     write_suite_data(SMALL, corpus, tmp_path)
     (a0, b0), (a1, b1), (a2, b2), (a3, b3) = corpus.eval_pairs[ADDITION.name][:4]
-    opts = registry.BuildOptions(data_dir=tmp_path / "data", limit=4)
+    opts = BuildOptions(data_dir=tmp_path / "data", limit=4)
     (built,) = build_task_rows(registry.resolve(["bigbench:two_digit_addition"]), opts)
     items = built.rows["bigbench:two_digit_addition"]
     golden = (
@@ -95,8 +96,8 @@ def test_tokenizer_splits_every_digit():
 
 
 def test_a_suite_trained_with_other_settings_is_refused(tmp_path):
-    from harness.errors import UserError
     from harness.demo.tiny_suite import SUITE_MANIFEST, train_suite
+    from harness.errors import UserError
 
     (tmp_path / SUITE_MANIFEST).write_text(json.dumps({"config_digest": "0" * 16, "sizes": []}), encoding="utf-8")
     with pytest.raises(UserError, match="trained with other settings"):
@@ -131,7 +132,7 @@ def test_table_with_loss_replaces_the_loss_and_names_its_source():
     import pandas as pd
 
     from harness.demo.pipeline import table_with_loss
-    from harness.analysis.table import COLUMNS
+    from harness.table import COLUMNS
 
     table = pd.DataFrame({c: [None, None, None] for c in COLUMNS})
     table["model"], table["step"], table["loss"] = ["m", "m", "n"], pd.array([10, 20, 10], dtype="Int64"), [5.0, 4.0, 6.0]

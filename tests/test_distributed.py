@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, eval_items
 from harness.runs.distributed import Ranks, gather_in_order, launched_ranks, my_indices
+
+from conftest import FIXTURES, eval_items
 
 DATA = FIXTURES / "data"
 TASKS = "mmlu:abstract_algebra,bigbench:arithmetic/2_digit_addition"

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, build_tiny_gpt_neox
 from harness import store
 from harness.errors import UserError
 from harness.items import registry
-from harness.items.registry import BuildOptions
 from harness.items.rows import AUTO_CAP_MARGIN, build_task_rows, capped
 from harness.requests import Item
 from harness.scoring.extraction import BIGBENCH_DEFAULT_OUTPUT_REGEX, BigbenchAnswer
+from harness.spec import BuildOptions
+
+from conftest import FIXTURES, build_tiny_gpt_neox
 
 TASK = "bigbench:modified_arithmetic"
 
@@ -149,8 +150,8 @@ def test_the_deadline_and_the_callbacks_allowance():
 
 
 def test_a_time_budget_cuts_the_evaluation_into_a_partial_unit(cut_run, capsys):
-    from harness.analysis.table import results_table
     from harness.runs.unit_files import is_finished
+    from harness.table import results_table
 
     root, callback, checkpoint = cut_run
     (folder,) = [p.parent for p in (root / "out").rglob(store.RESULTS_NAME)]

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FIXTURES
 
 from harness.errors import UserError
 from harness.interop.import_lm_eval import import_lm_eval
 from harness.interop.lm_eval_results import our_metric_name, parse_model_args, read_results_file
-from harness.analysis.table import results_table
+from harness.table import results_table
+
+from conftest import FIXTURES
 
 V03 = FIXTURES / "lm_eval_results" / "v0.3"
 V04 = FIXTURES / "lm_eval_results" / "v0.4"
@@ -372,8 +373,9 @@ EXPORT_TASKS = ["mmlu:abstract_algebra", "gsm8k", "bigbench:modified_arithmetic"
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory, one_torch_thread):
     """A tiny model's eval (3 items per (sub)task, with its loss), exported with samples and imported back."""
-    from conftest import evaluate_tiny
     from harness.interop.export_lm_eval import export_lm_eval
+
+    from conftest import evaluate_tiny
 
     root = tmp_path_factory.mktemp("export")
     evaluate_tiny(tiny_model_dir, root / "ours", EXPORT_TASKS, loss_corpus=FIXTURES / "loss_corpus.jsonl",

@@ -200,8 +200,9 @@ def test_registered_for_lm_eval_cli(tiny_runs, tiny_model_dir, tmp_path):
 
 def test_registry_keeps_lm_eval_models():
     """Registering ours first must not hide lm-eval's own models (its registry fills lazily)."""
-    import harness.interop.lm_eval_model as ours
     from lm_eval.api.registry import get_model
+
+    import harness.interop.lm_eval_model as ours
 
     assert get_model("emergence-harness") is ours.HarnessLM
     assert get_model("hf").__name__ == "HFLM"

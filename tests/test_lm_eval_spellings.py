@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FIXTURES
 from harness.cli import build_parser, lm_eval_spellings, main
 from harness.errors import UserError
 from harness.items.registry import lm_eval_alias, resolve
+
+from conftest import FIXTURES
 
 
 @pytest.mark.parametrize("theirs, ours", [
@@ -36,8 +37,8 @@ def test_a_near_miss_gets_did_you_mean(typo, suggestion):
 
 
 def test_an_lm_eval_subject_that_does_not_exist_is_refused_with_the_subjects():
-    from harness.items.registry import BuildOptions
     from harness.items.rows import build_task_rows
+    from harness.spec import BuildOptions
 
     with pytest.raises(UserError, match="abstract_algebra"):
         build_task_rows(resolve("mmlu_abstract_algebr"), BuildOptions(data_dir=FIXTURES / "data", limit=1))

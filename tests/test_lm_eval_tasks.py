@@ -162,7 +162,7 @@ def test_smollm2_equals_lm_eval_per_item(smollm2_gguf, gguf_cache_dir, tmp_path,
 
 
 def test_loss_beside_every_metric_and_a_rerun_finds_every_unit_done(ours, tiny_model_dir, capsys):
-    from harness.analysis.table import results_table
+    from harness.table import results_table
 
     frame = results_table(ours)
     rows = frame[frame["task"].str.startswith("lm_eval:")]
@@ -211,7 +211,7 @@ def test_prompt_shows_lm_evals_prompt(theirs, capsys):
 
 def test_sweep_of_three_checkpoints_has_the_loss_in_every_row(tmp_path, one_torch_thread):
     """``harness sweep --config`` with ``include_path:`` and lm_eval: tasks, three checkpoints."""
-    from harness.analysis.table import results_table
+    from harness.table import results_table
 
     run = tmp_path / "run"
     for step, seed in ((10, 1), (20, 2), (30, 3)):

@@ -13,9 +13,9 @@ from tokenizers import Tokenizer
 from tokenizers.processors import TemplateProcessing
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from harness.errors import UserError
 from harness.engine.loss import corpus_token_stream, pretraining_loss, read_corpus
 from harness.engine.models import load_model
+from harness.errors import UserError
 
 DOCS = [
     "The following are multiple choice questions (with answers) about anatomy.\nQuestion: What is 12 plus 30?",

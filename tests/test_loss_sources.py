@@ -7,9 +7,10 @@ import math
 
 import pytest
 
-from conftest import FIXTURES
 from harness.errors import UserError
 from harness.runs.loss_sources import logged_loss, loss_settings, read_loss_log, trainer_state_loss
+
+from conftest import FIXTURES
 
 PYTHIA_EXCERPT = FIXTURES / "sweep" / "160m-seed5_excerpt.tsv"
 

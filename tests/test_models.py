@@ -14,10 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GPTNeoXForCausalLM
 
-from conftest import build_tiny_gpt_neox
 from harness.engine import models
-from harness.errors import UserError
 from harness.engine.models import ModelInfo, load_model, load_tokenizer, resolve_device, resolve_dtype
+from harness.errors import UserError
+
+from conftest import build_tiny_gpt_neox
 
 STEP1000 = hashlib.sha1(b"org/tiny@step1000").hexdigest()
 MAIN = hashlib.sha1(b"org/tiny@main").hexdigest()

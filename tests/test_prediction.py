@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import prediction
 from harness import store
+from harness.analysis import prediction
 
 LOSSES = tuple(np.round(np.linspace(4.0, 2.0, 13), 4))
 ITEMS = 400

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.interop.pythia import (
+from harness.pythia import (
     PYTHIA_PARAMS,
     PYTHIA_REVISIONS,
     PYTHIA_STEPS,
@@ -106,8 +106,8 @@ def test_other_names_are_left_alone(name):
 
 
 def test_v1_eval_steps_are_the_27_published_ones():
-    from harness.runs.checkpoints import parse_revisions
-    from harness.interop.pythia import PYTHIA_V1_EVAL_STEPS
+    from harness.checkpoints import parse_revisions
+    from harness.pythia import PYTHIA_V1_EVAL_STEPS
 
     # the step suffixes of evals/pythia-v1/<model>/zero-shot/*_stepN.json in EleutherAI/pythia
     published = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 3000, 13000, 23000, 33000, 43000, 53000,

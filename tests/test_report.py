@@ -13,12 +13,12 @@ import pytest
 from matplotlib import image
 from scipy import stats
 
+from harness import store
 from harness.analysis import figures, report
 from harness.analysis.arguments import add_report_arguments
 from harness.analysis.points import POOLED, series_of
-from harness import store
 from harness.errors import UserError
-from harness.analysis.table import results_table
+from harness.table import results_table
 
 # (name, non-embedding params): three sizes of a made-up suite
 SIZES = (("toy-70m", 19_000_000), ("toy-410m", 300_000_000), ("toy-1b", 800_000_000))
@@ -373,8 +373,9 @@ def test_standard_and_deduplicated_models_are_separate_curves(tmp_path):
 def test_published_results_get_a_loss_axis_from_lambada_perplexity(tmp_path, capsys):
     """Pythia's published files carry no loss; ln(LAMBADA perplexity) at the same checkpoint stands in,
     labelled as the proxy it is, and the verdicts run on it (a status per model for each task)."""
-    from conftest import FIXTURES
     from harness import cli
+
+    from conftest import FIXTURES
 
     imported = tmp_path / "imported"
     assert cli.main(["import-lm-eval", str(FIXTURES / "lm_eval_results" / "v0.3" / "evals" / "pythia-v1"),

@@ -15,8 +15,8 @@ import pytest
 
 from harness.analysis import agreement as agreement_module
 from harness.analysis import report, report_pages
-from harness.analysis.arguments import add_report_arguments
 from harness.analysis.agreement import Agreement
+from harness.analysis.arguments import add_report_arguments
 from harness.analysis.known_tasks import KNOWN_TASKS, fill_known
 from harness.analysis.thresholds import (
     EMERGED,

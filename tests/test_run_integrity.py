@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, eval_items
 from harness import cli, store
-from harness.analysis.table import results_table
+from harness.table import results_table
+
+from conftest import FIXTURES, eval_items
 
 BIGBENCH = FIXTURES / "data" / "bigbench" / "benchmark_tasks"
 TASK = "bigbench:word_unscrambling"  # generative, one row, metrics ["exact_str_match"]
@@ -120,8 +121,9 @@ def _eval(model: Path, out: Path, *extra: str) -> int:
 
 
 def test_two_checkpoints_with_the_same_path_ending_are_both_kept(tmp_path, capsys):
-    from conftest import build_tiny_gpt_neox
     from harness.analysis import prediction
+
+    from conftest import build_tiny_gpt_neox
 
     first = build_tiny_gpt_neox(tmp_path / "a" / "run" / "checkpoint-60", seed=0)
     second = build_tiny_gpt_neox(tmp_path / "b" / "run" / "checkpoint-60", seed=1)

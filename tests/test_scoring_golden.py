@@ -18,11 +18,13 @@ from typing import Any
 
 import pytest
 
-from conftest import FIXTURES
 from harness.items import registry
-from harness.scoring import records as scoring
 from harness.requests import GenerationResult, Item, LoglikelihoodResult
 from harness.runs.units import SCORING_VERSION
+from harness.scoring import records as scoring
+from harness.spec import TaskSpec
+
+from conftest import FIXTURES
 
 GOLDEN = FIXTURES / "scoring_golden.json"
 WRITE = os.environ.get("HARNESS_WRITE_SCORING_GOLDEN") == "1"
@@ -32,7 +34,7 @@ def _ll(*logprobs: float) -> list[LoglikelihoodResult]:
     return [LoglikelihoodResult(lp, 1 + i, 4 + i, i == 0) for i, lp in enumerate(logprobs)]
 
 
-def _spec(family: str) -> registry.TaskSpec:
+def _spec(family: str) -> TaskSpec:
     return next(s for s in registry.all_specs().values() if s.family == family)
 
 

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 
 from harness.analysis import shapes, thresholds
-from harness.analysis.shapes import benjamini_hochberg, profile, shape_test, smooth_family, stick_family
 from harness.analysis.curves import _points
+from harness.analysis.shapes import benjamini_hochberg, profile, shape_test, smooth_family, stick_family
 from harness.analysis.thresholds import (
     EMERGED,
     FROM_START,

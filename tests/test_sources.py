@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import HUB_COMMIT, hub_dataset_repo
-from harness.items import registry, sources
 from harness.errors import UserError
-from harness.items.registry import BuildOptions
+from harness.items import registry, sources
+from harness.spec import BuildOptions
+
+from conftest import HUB_COMMIT, hub_dataset_repo
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 

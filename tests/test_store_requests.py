@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, build_tiny_gpt_neox
 from harness import cli, store
-from harness.analysis.table import results_table
+from harness.table import results_table
+
+from conftest import FIXTURES, build_tiny_gpt_neox
 
 TASK = "bigbench:word_unscrambling"  # 8 items, 3 shots by default, metric exact_match
 BIGBENCH = FIXTURES / "data" / "bigbench" / "benchmark_tasks"

@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import _TOKENIZER_TEXT, FIXTURES, build_tiny_gpt_neox
 from harness import cli, store
 from harness.items import registry
-from harness.analysis.table import results_table
+from harness.table import results_table
+
+from conftest import _TOKENIZER_TEXT, FIXTURES, build_tiny_gpt_neox
 
 DATA = FIXTURES / "data"
 TASK = "mmlu:abstract_algebra"

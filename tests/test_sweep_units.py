@@ -7,13 +7,10 @@ import json
 
 import pytest
 
-from conftest import FIXTURES
-from harness.scoring import companions, records as scoring
-from harness.items import registry
 from harness import store
-from harness.runs.checkpoints import Checkpoint
+from harness.checkpoints import Checkpoint
 from harness.errors import UserError
-from harness.items.registry import TaskSpec
+from harness.items import registry
 from harness.requests import GenerationResult, Item, LoglikelihoodResult
 from harness.runs.sweep_config import load_sweep_config, parse_tokens_per_step
 from harness.runs.units import (
@@ -28,6 +25,11 @@ from harness.runs.units import (
     scoring_spec,
     unit_key,
 )
+from harness.scoring import companions
+from harness.scoring import records as scoring
+from harness.spec import BuildOptions, TaskSpec
+
+from conftest import FIXTURES
 
 IDENTITY = CheckpointIdentity(None, None, "ab" * 32, "float32")
 
@@ -162,10 +164,10 @@ def test_scoring_reads_nothing_from_meta(scorer):
 
 
 def test_shots_prompt_type_and_max_tokens_are_in_the_key():
-    zero = registry.with_overrides(SPEC, registry.BuildOptions(num_fewshot=0))
+    zero = registry.with_overrides(SPEC, BuildOptions(num_fewshot=0))
     assert zero.num_fewshot == 0 and zero.prompt_type == "zeroshot"
     # and back: shots asked of a zero-shot task make it a few-shot one in the record
-    three = registry.with_overrides(zero, registry.BuildOptions(num_fewshot=3))
+    three = registry.with_overrides(zero, BuildOptions(num_fewshot=3))
     assert three.num_fewshot == 3 and three.prompt_type == "fewshot"
     assert unit_key(_task_record(spec=zero)) != unit_key(_task_record())
     assert unit_key(_task_record(spec=dataclasses.replace(SPEC, max_new_tokens=64))) != unit_key(_task_record())

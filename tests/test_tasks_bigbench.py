@@ -13,7 +13,8 @@ import pytest
 
 from harness.errors import UserError
 from harness.items.families import bigbench
-from harness.items.registry import BuildOptions, TaskSelection, all_specs, load_prompt, resolve
+from harness.items.registry import TaskSelection, all_specs, load_prompt, resolve
+from harness.spec import BuildOptions
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import evaluate_tiny
 from harness import cli
-from harness.items import registry, sources
-from harness.scoring import companions, records as scoring
 from harness.errors import UserError
+from harness.items import registry, sources
 from harness.items.families import nlpcc_kbqa
-from harness.items.registry import BuildOptions
 from harness.requests import Item
+from harness.scoring import companions
+from harness.scoring import records as scoring
+from harness.spec import BuildOptions
+
+from conftest import evaluate_tiny
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.items import fewshot, registry
 from harness.errors import UserError
+from harness.items import fewshot, registry
 from harness.items.families import choice_exam
-from harness.items.registry import BuildOptions
+from harness.spec import BuildOptions
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 LOCAL = BuildOptions(data_dir=DATA)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import evaluate_tiny
-from harness.items import registry
-from harness.scoring import records as scoring
 from harness.errors import UserError
-from harness.items.registry import BuildOptions
+from harness.items import registry
 from harness.requests import Item, LoglikelihoodResult
+from harness.scoring import records as scoring
+from harness.spec import BuildOptions
+
+from conftest import evaluate_tiny
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"

@@ -17,13 +17,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import assert_scores_equal_lm_eval, hub_dataset_repo
-from harness.scoring import companions, extraction, records as scoring
-from harness.items import registry
 from harness import store
 from harness.errors import UserError
+from harness.items import registry
 from harness.items.families import race as race_family
-from harness.items.registry import BuildOptions
+from harness.scoring import companions, extraction
+from harness.scoring import records as scoring
+from harness.spec import BuildOptions
+
+from conftest import assert_scores_equal_lm_eval, hub_dataset_repo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"

@@ -13,13 +13,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import assert_scores_equal_lm_eval, evaluate_tiny
-from harness.scoring import metrics, records as scoring
-from harness.items import registry, sources
 from harness.errors import UserError
+from harness.items import registry, sources
 from harness.items.families import zeroshot
-from harness.items.registry import BuildOptions
 from harness.requests import Item, LoglikelihoodResult
+from harness.scoring import metrics
+from harness.scoring import records as scoring
+from harness.spec import BuildOptions
+
+from conftest import assert_scores_equal_lm_eval, evaluate_tiny
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 LOCAL = BuildOptions(data_dir=DATA)

@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import evaluate_tiny, hub_dataset_repo
-from harness.scoring import metrics, records as scoring
 from harness.items import registry
-from harness.interop.pythia import LM_EVAL_V03_TASK_NAMES
-from harness.items.registry import BuildOptions
+from harness.pythia import LM_EVAL_V03_TASK_NAMES
 from harness.requests import Item, LoglikelihoodResult
-from harness.items.task_docs import describe_tasks
+from harness.scoring import metrics
+from harness.scoring import records as scoring
+from harness.spec import BuildOptions
+from harness.task_listing import describe_tasks
+
+from conftest import evaluate_tiny, hub_dataset_repo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"

@@ -88,7 +88,7 @@ def test_training_continues_bit_for_bit(trained):
 
 
 def test_table_has_every_saved_step_with_loss_and_tokens(trained):
-    from harness.analysis.table import results_table
+    from harness.table import results_table
 
     frame = results_table(trained["root"] / "out")
     primary = frame[(frame["task"] == TASK) & (frame["metric"] == "exact_match")]
@@ -123,7 +123,7 @@ def test_numbers_equal_harness_eval_of_the_saved_checkpoint(trained, capsys):
 def test_tensorboard_holds_the_harness_series(trained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from harness.analysis.table import results_table
+    from harness.table import results_table
 
     (events,) = {p.parent for p in (trained["root"] / "run" / "runs").rglob("events.out.tfevents.*")}
     accumulator = EventAccumulator(str(events))
@@ -180,7 +180,7 @@ def test_sweep_log_to_draws_the_same_series_as_the_callback(trained, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from harness.cli import main
-    from harness.analysis.table import results_table
+    from harness.table import results_table
 
     out = tmp_path / "sweep"
     assert main(["sweep", "--checkpoints", str(trained["root"] / "run"), "--name", "run", "--tasks", TASK,
@@ -227,7 +227,7 @@ def test_log_to_wandb_offline(trained, tmp_path, monkeypatch):
 
 def test_every_n_steps_without_saves_with_a_corpus_loss(tmp_path, one_torch_thread):
     from harness import EvalCallback
-    from harness.analysis.table import results_table
+    from harness.table import results_table
 
     model_dir = build_tiny_gpt_neox(tmp_path / "tiny")
     callback = EvalCallback(TASK, tmp_path / "out", data_dir=FIXTURES / "data", limit=1, every=4, batch_size=4,
@@ -326,7 +326,7 @@ def test_evaluate_model_restores_modes_flags_and_random_states(tiny):
 
 def test_evaluate_model_keys_the_weights_in_memory(tiny, tmp_path):
     from harness import evaluate_model
-    from harness.analysis.table import COLUMNS, results_table
+    from harness.table import COLUMNS, results_table
 
     model, tokenizer = tiny
     common = {"data_dir": FIXTURES / "data", "limit": 1, "batch_size": 4, "out": tmp_path, "name": "tiny", "step": 7,

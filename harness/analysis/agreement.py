@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from harness.analysis.bootstrap import INTERVAL_LEVEL, simulate_curves
-from harness.analysis.curves import Curve, _points, _Points, pool
+from harness.analysis.curves import Curve, _Points, _points, pool
 from harness.analysis.shapes import Family, smooth_family, stick_family
 from harness.analysis.thresholds import (
     EMERGED,

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 
 from harness import store
-from harness.errors import UserError
 from harness.analysis.arguments import DEFAULT_FLOAT_TOLERANCE, DEFAULT_TOLERANCE
-from harness.analysis.table import markdown_table, one_configuration, results_table
 from harness.analysis.thresholds import is_proportion
+from harness.errors import UserError
+from harness.table import markdown_table, one_configuration, results_table
 
 KEYS = ["model", "step", "task", "metric"]
 DEFAULT_ITEM_SHARE = 0.005  # a reproduction may differ by this share of n items (at least one item)
@@ -109,7 +109,7 @@ def _independent(cells: pd.DataFrame, tolerance: float) -> None:
 def compare_frames(ours: pd.DataFrame, reference: pd.DataFrame, *, independent: bool = False,
                    tolerance: float = DEFAULT_TOLERANCE, tolerance_items: float | None = None,
                    float_tolerance: float = DEFAULT_FLOAT_TOLERANCE) -> Comparison:
-    """Cell-by-cell comparison of two results tables (``harness.analysis.table.results_table``): a
+    """Cell-by-cell comparison of two results tables (``harness.table.results_table``): a
     reproduction by default, independent samples with ``independent``. Cells outside the rule first."""
     a, b = _done(ours), _done(reference)
     merged = a.merge(b[[*KEYS, "value", "stderr", "n"]], on=KEYS, how="outer", suffixes=("_ours", "_ref"), indicator=True)

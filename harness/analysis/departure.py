@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from harness.analysis.curves import Curve, _points, _Points, _to_better, _to_metric, base_metric
+from harness.analysis.curves import Curve, _Points, _points, _to_better, _to_metric, base_metric
 
 # Multiple-choice accuracy: guessing gives the random baseline, so the reference is never below it.
 # Exact match has a baseline of 0 in the table, which no model sits at by guessing; it gets the plateau.

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
-from harness.analysis.table import COLUMNS, one_configuration, results_table
+from harness.table import COLUMNS, one_configuration, results_table
 
 # A folder that is only a checkpoint name (HF Trainer, Pythia, DeepSpeed, Megatron), nothing else in it
 CHECKPOINT_FOLDER = re.compile(r"^(?:step[-_]?|checkpoint[-_]|global_step|iter_)\d+$", re.IGNORECASE)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.analysis import figures
 from harness.analysis.points import POOLED
-from harness.analysis.table import markdown_table
+from harness.table import markdown_table
 
 if TYPE_CHECKING:
     from harness.analysis.report import Report, TaskAnalysis

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import UserError
 from harness.analysis.report import Report, build_report, prediction_frame, write_report
-from harness.analysis.table import markdown_table
 from harness.demo.corpus import ADDITION, LOSS_CORPORA, ModelSize, SuiteConfig
 from harness.demo.tiny_suite import Log, progress_bars_off, train_suite
+from harness.errors import UserError
+from harness.table import markdown_table
 
 DEFAULT_OUT = Path("results/demo")
 QUICK_OUT = Path("results/demo-quick")
@@ -232,7 +232,7 @@ def checkpoint_losses(root: Path) -> pd.DataFrame:
 
 
 def table_with_loss(table: pd.DataFrame, losses: pd.DataFrame, loss_source: str) -> pd.DataFrame:
-    """``table`` (``harness.analysis.table.results_table``'s columns) with each checkpoint's loss taken from ``losses``
+    """``table`` (``harness.table.results_table``'s columns) with each checkpoint's loss taken from ``losses``
     and ``loss_source`` naming it (``corpus:<source>``)."""
     keyed = losses.set_index(["model", "step"])
     index = pd.MultiIndex.from_arrays([table["model"], table["step"].astype("float64")])
@@ -369,7 +369,7 @@ def summary_lines(report: Report, loss_source: str = "mixture") -> list[str]:
 
 
 def run_demo(out: Path, *, quick: bool = False, seed: int = 0, threads: int | None = None, log: Log = print) -> DemoResult:
-    from harness.analysis.table import results_table
+    from harness.table import results_table
 
     out = Path(out)
     config = suite_config(quick=quick, seed=seed, threads=threads)

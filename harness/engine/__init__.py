@@ -37,7 +37,7 @@ The parts, in the order a request meets them:
     provenance      versions, device and git commit recorded with every result
 """
 
-from harness.engine.interface import Engine
+from harness.engine.core import Engine
 from harness.engine.tokens import tokenizer_fingerprint
 
 __all__ = ["Engine", "tokenizer_fingerprint"]

@@ -31,7 +31,7 @@ from typing import Iterable
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.engine.batching import check_batch_size
-from harness.engine.interface import Engine, Meter
+from harness.engine.core import Engine, Meter
 from harness.engine.loglikelihood import disjoint_windows
 from harness.engine.models import context_length, file_sha256
 from harness.errors import UserError, not_utf8, require_finite

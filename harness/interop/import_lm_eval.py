@@ -29,7 +29,7 @@ from typing import Any
 from harness import __version__, store
 from harness.errors import UserError, check_out_dir
 from harness.interop.lm_eval_results import ImportedFile, read_results_file
-from harness.interop.pythia import PYTHIA_TOKENS_PER_STEP, pythia_params, pythia_size
+from harness.pythia import PYTHIA_TOKENS_PER_STEP, pythia_params, pythia_size
 
 SOURCE = "lm-eval-import"
 DEFAULT_OUT = Path("results/imported")

@@ -14,13 +14,13 @@ Model and step come from ``model_args`` (``pretrained=``, ``revision=stepN``). W
 has no ``pretrained``, the model is the v0.4 file's ``model_name``, else the name of the nearest
 folder above the file that is not a shot folder (``zero-shot``, ``five-shot``, ``5shot``...), with
 lm-eval's ``org__name`` turned back into ``org/name``: ``pythia-v1/pythia-160m/zero-shot/x.json`` gives
-``pythia-160m``. When there is no ``revision``, the step is parsed (``harness.runs.checkpoints``)
+``pythia-160m``. When there is no ``revision``, the step is parsed (``harness.checkpoints``)
 from ``pretrained`` (a local ``checkpoint-500`` folder: revision None, as our own runs of local
 folders), else from the file name (``160m_step1000.json``), then from the folders above it, and then
 the revision is written ``stepN``, as Pythia's hub revisions are named. The dtype is
 ``model_args``' ``dtype`` (or ``torch_dtype``), else lm-eval 0.4's ``config.model_dtype``, else unknown.
 
-Names are mapped to ours: Pythia model aliases to today's hub ids (``harness.interop.pythia``),
+Names are mapped to ours: Pythia model aliases to today's hub ids (``harness.pythia``),
 ``hendrycksTest-<s>`` to ``mmlu_pythia_v0:<s>``, a v0.3 file's ``sciq`` and ``wsc`` to the replicas of
 their old prompts ``sciq_pythia_v0`` and ``wsc_pythia_v0``, ``ppl`` to ``perplexity``, lm-eval 0.4's
 ``metric,none`` to ``metric`` and gsm8k's ``exact_match,strict-match`` / ``flexible-extract`` to our
@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.interop.pythia import LM_EVAL_V03_TASK_NAMES, canonical_pythia_name
-from harness.runs.checkpoints import parse_step
+from harness.checkpoints import parse_step
+from harness.pythia import LM_EVAL_V03_TASK_NAMES, canonical_pythia_name
 
 # Metrics where lower is better and which our HIGHER_IS_BETTER does not know: perplexities and bits
 # per byte, and crows_pairs' two bias scores (lm-eval's own tasks declare both higher_is_better: false).

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec
+from harness.items.registry import TaskSelection
 from harness.items.rows import TaskRows
+from harness.spec import BuildOptions, TaskSpec
 
 PREFIX = "lm_eval:"
 FAMILY = "lm_eval"

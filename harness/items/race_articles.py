@@ -24,9 +24,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.items import sources
 from harness.errors import UserError
-from harness.items.registry import BuildOptions
+from harness.items import sources
+from harness.spec import BuildOptions
 
 RACE_LAYOUT = "--data-dir DIR expects race/test/{high,middle}/*.txt (RACE's released files)"
 _LETTERS = ("A", "B", "C", "D")

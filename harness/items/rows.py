@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.items import registry
-from harness.items.registry import BuildOptions, TaskSelection
+from harness.items.registry import TaskSelection
 from harness.requests import Item
+from harness.spec import BuildOptions, TaskSpec
 
 
 @dataclass
@@ -17,7 +18,7 @@ class TaskRows:
     """The items of one selected task, one list per table row."""
 
     selection: TaskSelection
-    spec: registry.TaskSpec
+    spec: TaskSpec
     rows: dict[str, list[Item]] = field(default_factory=dict)
     # an lm-eval task (harness.interop.lm_eval_tasks.LmEvalTasks): its rows hold LmEvalDoc values, which
     # lm-eval's own objects score; None for our own tasks
@@ -44,7 +45,7 @@ ANSWER_FIRST_EXTRACTORS = frozenset({"bigbench_postprocess", "strip"})
 AUTO_CAP_MARGIN = 8
 
 
-def capped(item: Item, spec: registry.TaskSpec, cap: int | str) -> Item:
+def capped(item: Item, spec: TaskSpec, cap: int | str) -> Item:
     """``item`` with at most ``cap`` generated tokens (never more than its own ``max_new_tokens``).
 
     ``"auto"``: the UTF-8 bytes of its longest target and longest stop, plus ``AUTO_CAP_MARGIN``, for
@@ -76,10 +77,6 @@ def find_item(task: str, doc_id: int, opts: BuildOptions) -> Item:
     """The item ``doc_id`` of one row (``harness prompt``), rendered exactly as a run renders it."""
     from harness.errors import UserError
 
-    if task.startswith("lm_eval:"):
-        from harness.interop.lm_eval_tasks import find_doc
-
-        return find_doc(task, doc_id, opts)
     (selection,) = registry.resolve([task])
     (built,) = build_task_rows([selection], dataclasses.replace(opts, limit=doc_id + 1))
     if len(built.rows) != 1:
@@ -93,10 +90,6 @@ def find_item(task: str, doc_id: int, opts: BuildOptions) -> Item:
 
 def item_answers(item: Item) -> dict:
     """What ``harness prompt`` prints beside the prompt: the choices and gold, or the targets and stops."""
-    if not isinstance(item, Item):  # an lm-eval document: its requests' other arguments
-        from harness.interop.lm_eval_tasks import doc_answers
-
-        return doc_answers(item)
     info: dict = {"task": item.task, "doc_id": item.doc_id}
     if item.choices:  # multiple choice, or one continuation (gold null)
         info.update(choices=list(item.choices), gold=item.gold)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSpec
+from harness.spec import BuildOptions, TaskSpec
 
 MMLU_LAYOUT = "--data-dir DIR expects mmlu/{dev,val,test}/<subject>_{dev,val,test}.csv (headerless CSV as released)"
 CEVAL_LAYOUT = (

@@ -29,10 +29,10 @@ from harness import store
 from harness.errors import UserError, check_run_values, check_whole_number
 from harness.items.registry import task_list
 from harness.runs.in_process import evaluate_model, tasks_once
-from harness.runs.sweep_config import check_api_arguments
 from harness.runs.loggers import harness_scalars
+from harness.runs.sweep_config import check_api_arguments
 from harness.runs.unit_files import now
-from harness.items.registry import BuildOptions
+from harness.spec import BuildOptions
 
 # examples looked at to find a fixed sequence length in the training set
 _LENGTH_PROBE = 1000

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.checkpoints import Checkpoint, default_model_name, parse_step
 from harness.errors import check_run_values, check_whole_number
 from harness.items.registry import task_list
-from harness.runs.checkpoints import Checkpoint, default_model_name, parse_step
 from harness.runs.loss_sources import loss_settings
 from harness.runs.plan import canonical, check_folder_owner, checkpoint_dir, plan_checkpoint
 from harness.runs.sweep import SweepSummary, run_sweep

@@ -29,16 +29,17 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 
 from harness import store
+from harness.checkpoints import Checkpoint, canonical_location, default_model_name
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, task_list
+from harness.items.registry import task_list
 from harness.runs import distributed, units
-from harness.runs.checkpoints import Checkpoint, canonical_location, default_model_name
 from harness.runs.loss_sources import LossSettings, loss_settings
 from harness.runs.plan import BuiltTasks, build_tasks, check_folder_owner, plan_checkpoint
 from harness.runs.plan import checkpoint_dir as checkpoint_dir_of
 from harness.runs.prepare import InMemory, model_device
 from harness.runs.sweep import run_sweep
 from harness.runs.sweep_config import ModelSweep, SweepConfig, check_api_arguments, validated
+from harness.spec import BuildOptions
 
 # built once per process: (task list, build options) -> rendered items and their digests;
 # tokenizer fingerprint -> encodings
@@ -90,7 +91,7 @@ def evaluate_model(
     log=None,
 ) -> pd.DataFrame:
     """Score ``model`` (an HF causal LM on its device) on ``tasks``; the tidy rows of
-    ``harness.analysis.table.results_table``, one per (task, metric).
+    ``harness.table.results_table``, one per (task, metric).
 
     ``out``: also write the results there as ``harness eval`` would (else a temporary folder is
     used and removed).  ``loss_corpus``: the held-out loss (``loss_source`` corpus); else
@@ -162,7 +163,7 @@ def evaluate_model(
                                 deadline=deadline)
             if summary.interrupted:
                 raise KeyboardInterrupt
-            from harness.analysis.table import COLUMNS, view_table
+            from harness.table import COLUMNS, view_table
 
             if not ranks.is_main:
                 return pd.DataFrame(columns=COLUMNS)

@@ -27,8 +27,8 @@ from typing import Any, Iterable, Mapping, Protocol
 
 import pandas as pd
 
-from harness.scoring.companions import COMPANION_METRICS
 from harness.errors import UserError
+from harness.scoring.companions import COMPANION_METRICS
 
 CONTINUOUS_METRICS = COMPANION_METRICS | {"correct_choice_prob", "brier_score"}
 PREFIX = "harness"
@@ -49,7 +49,7 @@ def dashboard_tag(series: str) -> str:
 
 
 def harness_scalars(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """The series of one checkpoint from its tidy rows (``harness.analysis.table.checkpoint_rows`` of a
+    """The series of one checkpoint from its tidy rows (``harness.table.checkpoint_rows`` of a
     results file, or ``harness.evaluate_model``'s frame): top-level rows only (a group's aggregate,
     not each subtask), their primary metric and continuous companions, and the loss."""
     scalars: dict[str, float] = {}
@@ -66,7 +66,7 @@ def harness_scalars(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 def results_scalars(results: dict[str, Any]) -> dict[str, float]:
     """``harness_scalars`` of a results file (``harness eval``'s, or a sweep checkpoint's merged view)."""
-    from harness.analysis.table import checkpoint_rows
+    from harness.table import checkpoint_rows
 
     return harness_scalars(checkpoint_rows(results))
 

@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import store
+from harness.checkpoints import Checkpoint, canonical_location
 from harness.errors import UserError
 from harness.items import registry
-from harness.items.registry import BuildOptions
 from harness.items.rows import TaskRows, build_task_rows
-from harness.runs.checkpoints import Checkpoint, canonical_location
 from harness.runs.sweep_config import ModelSweep, SweepConfig
 from harness.runs.units import LOSS_UNIT, CheckpointIdentity, items_sha256, plan_id
+from harness.spec import BuildOptions
 
 
 @dataclass(frozen=True)

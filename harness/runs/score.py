@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.items import registry
 from harness.items.rows import TaskRows
 from harness.requests import GenerationRequest, Item, LoglikelihoodRequest
-from harness.scoring import companions, records as scoring
+from harness.scoring import companions
+from harness.scoring import records as scoring
+from harness.spec import TaskSpec
 
 
-def score_items(engine, spec: registry.TaskSpec, items: list[Item]) -> list[dict[str, Any]]:
+def score_items(engine, spec: TaskSpec, items: list[Item]) -> list[dict[str, Any]]:
     """Per-item records of ``items`` (one task), in item order: one engine call per request kind, so
     batches span rows."""
     # multiple-choice and single-continuation items alike are scored by log-likelihood

@@ -34,11 +34,12 @@ from typing import Any
 
 import yaml
 
-from harness.runs.checkpoints import Discovery, discover_checkpoints, hub_checkpoints, parse_revisions
+from harness.checkpoints import Discovery, discover_checkpoints, hub_checkpoints, parse_revisions
 from harness.errors import UserError, check_input_file, check_run_values, check_type, check_whole_number, not_utf8
+from harness.items.registry import task_list
 from harness.runs.loss_sources import LossSettings, loss_settings
-from harness.items.registry import BuildOptions, task_list
 from harness.runs.units import Shard, parse_shard
+from harness.spec import BuildOptions
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def parse_tokens_per_step(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, str) and value.strip().lower() == "pythia":
-        from harness.interop.pythia import PYTHIA_TOKENS_PER_STEP
+        from harness.pythia import PYTHIA_TOKENS_PER_STEP
 
         return PYTHIA_TOKENS_PER_STEP
     try:
@@ -114,7 +115,8 @@ def parse_tokens_per_step(value: Any) -> int | None:
 def _default_name(paths: tuple[Path, ...]) -> str:
     """A local run's name, whatever the spelling of its path: the folder given (the run of a
     checkpoint folder given alone), or the common parent of the checkpoint folders given."""
-    from harness.runs.checkpoints import canonical_location as _canonical, default_model_name
+    from harness.checkpoints import canonical_location as _canonical
+    from harness.checkpoints import default_model_name
 
     if len(paths) == 1:
         return default_model_name(str(paths[0]))

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.runs.checkpoints import Checkpoint
+from harness.checkpoints import Checkpoint
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSpec
 from harness.requests import Item
+from harness.spec import BuildOptions, TaskSpec
 
 # 2: generative records carry the continuous companions (harness.scoring.companions)
 # 3: acc_norm/acc_bytes of piqa, sciq and logiqa divide by the choice text without the target delimiter

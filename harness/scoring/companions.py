@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.items.registry import TaskSpec
 from harness.requests import Item, LoglikelihoodResult
 from harness.scoring import registry
 from harness.scoring.gold_continuations import GoldContinuation, answer_continuation
+from harness.spec import TaskSpec
 
 __all__ = [
     "COMPANION_METRICS", "EDIT_DISTANCE_METRICS", "FINAL_ANSWER_METRIC", "LOGPROB_METRICS", "GoldContinuation",

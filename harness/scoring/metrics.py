@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from sacrebleu.metrics import BLEU
 
+from harness.spec import ROUGE_METRICS
+
 # What every multiple-choice row reports, from the same per-choice log-likelihoods.
-MULTIPLE_CHOICE_METRICS = ("acc", "acc_norm", "acc_bytes", "correct_choice_prob", "brier_score")
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     "acc": True,
@@ -46,7 +47,6 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 # BIG-bench's "rouge" (t5.evaluation.metrics.rouge): F-measures x 100
-ROUGE_METRICS = ("rouge1", "rouge2", "rougeLsum")
 
 # What a row of single-continuation items (LAMBADA) can report: ``acc`` (the continuation is the
 # greedy one) and ``perplexity`` of the continuations, as lm-evaluation-harness 0.4.13 defines them.

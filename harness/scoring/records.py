@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Sequence
 
-from harness.scoring import companions, extraction, metrics, registry
-from harness.items.registry import TaskSpec
 from harness.requests import AnswerSettled, GenerationResult, Item, LoglikelihoodResult
+from harness.scoring import companions, extraction, metrics, registry
+from harness.spec import TaskSpec
 
 
 def prompt_sha256(context: str) -> str:

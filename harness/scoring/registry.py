@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.errors import UserError
-from harness.items.registry import TaskSpec
 from harness.requests import AnswerSettled, Item
 from harness.scoring import extraction, gold_continuations, scorers
 from harness.scoring.gold_continuations import GoldContinuation
+from harness.spec import TaskSpec
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ its scorer in its YAML (``scorer:``, harness.scoring.registry).  Pure functions 
 
 from __future__ import annotations
 
-from harness.scoring import extraction, metrics
 from harness.requests import Item
+from harness.scoring import extraction, metrics
 
 Scores = tuple[dict[str, str], dict[str, float]]
 

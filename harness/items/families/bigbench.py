@@ -51,10 +51,10 @@ from typing import Any, Iterable
 
 from harness.errors import UserError
 from harness.items import fewshot
-from harness.scoring.metrics import MULTIPLE_CHOICE_METRICS, ROUGE_METRICS
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, with_overrides
-from harness.requests import Item
+from harness.items.registry import TaskSelection, load_prompt, with_overrides
 from harness.items.sources import require_files
+from harness.requests import Item
+from harness.spec import MULTIPLE_CHOICE_METRICS, ROUGE_METRICS, BuildOptions, TaskSpec
 
 MODES = ("auto", "gen", "mc")
 # BIG-bench metric names that we report, under our names (exact_match is always reported).

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from harness.items import fewshot, sources
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
+from harness.items import fewshot, sources
+from harness.items.registry import TaskSelection, load_prompt, selected_subtasks, with_overrides
 from harness.requests import Item
+from harness.spec import BuildOptions, TaskSpec
 
 LETTERS = ("A", "B", "C", "D")
 

@@ -23,10 +23,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.items import fewshot, sources
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
+from harness.items import fewshot, sources
+from harness.items.registry import TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
+from harness.spec import BuildOptions, TaskSpec
 
 C3_LAYOUT = "--data-dir DIR expects c3/c3-{d,m}-{train,dev,test}.json (as released in nlpdata/c3)"
 CLUEWSC_LAYOUT = "--data-dir DIR expects cluewsc2020/{train,dev}.json (CLUEWSC2020 JSON Lines as released)"

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.items import fewshot, sources
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
+from harness.items import fewshot, sources
+from harness.items.registry import TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
+from harness.spec import BuildOptions, TaskSpec
 
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:

@@ -9,11 +9,12 @@ with its full answer, and the record keeps their positions (``fewshot_doc_ids``)
 
 from __future__ import annotations
 
-from harness.items import fewshot, sources
 from harness.errors import UserError
+from harness.items import fewshot, sources
 from harness.items.families.gsm8k import question_item
-from harness.items.registry import BuildOptions, TaskSelection, load_prompt, single_row_spec
+from harness.items.registry import TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
+from harness.spec import BuildOptions
 
 FIELDS = '{"question": str, "answer": str (the final number, or a solution ending "#### N")}'
 

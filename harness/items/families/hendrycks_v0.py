@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.items import fewshot, sources
 from harness.errors import UserError
+from harness.items import fewshot, sources
 from harness.items.families.choice_exam import LETTERS
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
+from harness.items.registry import TaskSelection, load_prompt, selected_subtasks, with_overrides
 from harness.requests import Item
+from harness.spec import BuildOptions, TaskSpec
 
 
 def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:

@@ -16,10 +16,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.items import fewshot, sources
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSelection, load_prompt, single_row_spec
+from harness.items import fewshot, sources
+from harness.items.registry import TaskSelection, load_prompt, single_row_spec
 from harness.requests import Item
+from harness.spec import BuildOptions
 
 LAYOUT = "--data-dir DIR expects nlpcc_kbqa/nlpcc-iccpol-2016.kbqa.{training,testing}-data (as released by NLPCC-ICCPOL 2016)"
 _FIELD = re.compile(r"<(question|triple|answer) id=(\d+)>\t(.*)")

@@ -23,8 +23,9 @@ from typing import Any
 from harness.errors import UserError
 from harness.items import fewshot
 from harness.items.race_articles import gold_index, race_articles
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, selected_subtasks, with_overrides
+from harness.items.registry import TaskSelection, load_prompt, selected_subtasks, with_overrides
 from harness.requests import Item
+from harness.spec import BuildOptions, TaskSpec
 
 
 def subtasks(spec: TaskSpec, opts: BuildOptions) -> list[str]:

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.items import sources
 from harness.errors import UserError
-from harness.items.registry import BuildOptions, TaskSelection, TaskSpec, load_prompt, single_row_spec
+from harness.items import sources
+from harness.items.registry import TaskSelection, load_prompt, single_row_spec
 from harness.requests import CHOICE_CONTEXTS_SEPARATOR, Item
-
+from harness.spec import BuildOptions, TaskSpec
 
 
 def build_rows(selection: TaskSelection, opts: BuildOptions) -> dict[str, list[Item]]:

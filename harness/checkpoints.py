@@ -107,7 +107,7 @@ def parse_revisions(spec: str, preset: dict[str, tuple[str, ...]] | None = None)
     published evaluations), ``step1000:143000:1000`` (STOP included) or a comma list such as
     ``step1000,step2000,main``; ordered by step."""
     if preset is None:
-        from harness.interop.pythia import PYTHIA_REVISIONS, PYTHIA_V1_EVAL_REVISIONS
+        from harness.pythia import PYTHIA_REVISIONS, PYTHIA_V1_EVAL_REVISIONS
 
         preset = {"pythia": PYTHIA_REVISIONS, "pythia-v1-evals": PYTHIA_V1_EVAL_REVISIONS}
     revisions: list[str] = []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import yaml
 
-from harness.scoring import companions
 from harness.items import registry
+from harness.scoring import companions
+from harness.spec import TaskSpec
 
 
-def _baseline_note(spec: registry.TaskSpec) -> str:
+def _baseline_note(spec: TaskSpec) -> str:
     if spec.output_type == "multiple_choice":
         choices = spec.options.get("num_choices")
         return f"acc 1/C = {1 / choices:.3f}, brier (C-1)/C = {(choices - 1) / choices:.3f}" if choices else "acc 1/C per item, brier (C-1)/C"
@@ -19,7 +20,7 @@ def _baseline_note(spec: registry.TaskSpec) -> str:
     return "0 (exact match)"
 
 
-def _companion_names(spec: registry.TaskSpec) -> list[str]:
+def _companion_names(spec: TaskSpec) -> list[str]:
     """The continuous companions a generative task's rows add (harness.scoring.companions; GSM8K's gold
     continuation ends in a final answer, so it adds final_answer_logprob)."""
     names = list(companions.LOGPROB_METRICS)
