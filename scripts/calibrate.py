@@ -24,8 +24,9 @@ import numpy as np
 
 from harness.analysis.agreement import agreement
 from harness.analysis.agreement import with_q as with_agreement_q
+from harness.analysis.curves import Curve, pool
 from harness.analysis.shapes import benjamini_hochberg
-from harness.analysis.thresholds import EMERGED, FROM_START, Curve, emergence_threshold, pool, with_q
+from harness.analysis.thresholds import EMERGED, FROM_START, emergence_threshold, with_q
 
 # --- the simulated sweeps --------------------------------------------------------------------------
 CHECKPOINTS = 20  # per model

@@ -1,19 +1,21 @@
 """The demo's verdicts across seeds: the numbers the README quotes, as ranges.
 
-    python scripts/demo_seeds.py                      # seeds 0, 1, 2 of the full demo (results/demo, results/demo-seed1, ...)
-    python scripts/demo_seeds.py --quick --seeds 0 1 2 3 4
+    python scripts/demo_seeds.py --threads 1 2          # seeds 0-4 of the full demo, one and two training threads
+    python scripts/demo_seeds.py --quick --threads 1 2  # the same for --quick
 
 Runs ``harness demo`` for each seed (a seed already trained and swept is reused, so after a change to
 the statistics a rerun costs only the reports: about a minute per seed), then prints, per loss source
 (the training mixture's held-out loss, the held-out docstrings'), one markdown table: each size's
-status and η [90% interval], the pooled verdict, whether the sizes agree, and the largest size's final
-exact match, per seed and across seeds. A single run's digits do not reproduce on another machine
+status and η [90% interval], the pooled verdict, whether the sizes agree, the continuous companion's
+pooled status, the pooled verdict of the quick demo's sizes alone and the final exact matches, per run
+and across runs; then the counts the demo's acceptance asks for, and each run's seconds. A single run's digits do not reproduce on another machine
 (CPU kernels differ, and a tiny model's training amplifies the difference), so quote the ranges.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -32,13 +34,26 @@ def _num(value) -> str:
 
 
 def verdict(row) -> str:
-    """One curve's verdict as the README quotes it: status, and η [interval] when it emerged."""
+    """One curve's verdict as the README quotes it: status, and η [interval] when it emerged; "(edge)"
+    when the rise begins at the edge of the checkpoints (the data carry no verdict on its shape)."""
     status = row.get("status")
     status = "" if status is None or pd.isna(status) else str(status)
+    note = row.get("note")
+    edge = " (edge)" if isinstance(note, str) and "edge of the observed losses" in note else ""
     if pd.isna(row.get("eta")):
-        return status or "no threshold"
+        return (status or "no threshold") + edge
     text = f"η = {_num(row['eta'])} [{_num(row.get('eta_low'))}, {_num(row.get('eta_high'))}]"
     return f"{status}: {text}" if status and status != "emerged" else text
+
+
+def carries_verdict(text: str) -> bool:
+    """A per-size verdict the data carry: neither too little data nor a rise at the edge of the checkpoints."""
+    return not (text.startswith("insufficient") or text.endswith("(edge)") or "3 needed" in text)
+
+
+def pooled_kind(text: str) -> str:
+    """The pooled verdict without its numbers: what the acceptance compares across runs."""
+    return "emerged" if text.startswith("η") else text.split(":")[0]
 
 
 def agreement(row) -> str:
@@ -55,8 +70,27 @@ def agreement(row) -> str:
     return text
 
 
-def seed_column(out: Path, source: str) -> dict[str, str]:
-    """The quantities of one seed and loss source, from the files the demo wrote."""
+def subset_pooled(out: Path, source: str, sizes: list[str]) -> str:
+    """The pooled verdict of the table restricted to ``sizes`` (the quick demo's): the same report code on
+    the same checkpoints, one size fewer. The quick demo trains exactly these weights when its thread
+    count is the full run's (a size's weights depend on the seed and threads, not on the other sizes)."""
+    from harness.analysis.report import build_report
+    from harness.demo.pipeline import BOOTSTRAP, EVAL_DIRS, SEED
+
+    table = pd.read_csv(out / f"table-{source}.csv")
+    table = table[table["size"].astype(str).isin(sizes)]
+    report = build_report(table, resamples=BOOTSTRAP, seed=SEED, items_root=out / EVAL_DIRS[LOSS_SOURCES[0]])
+    analysis = next(a for a in report.analyses if a.task == TASK and a.metric == METRIC)
+    pooled = analysis.pooled
+    if pooled is None:
+        return "no pooled curve"
+    if pooled.status == "emerged":
+        return f"η = {pooled.eta:.2f} [{pooled.low:.2f}, {pooled.high:.2f}]"
+    return pooled.status
+
+
+def seed_column(out: Path, source: str, quick_sizes: list[str] | None = None) -> dict[str, str]:
+    """The quantities of one run and loss source, from the files the demo wrote."""
     thresholds = pd.read_csv(out / REPORT_DIRS[source] / "thresholds.csv")
     thresholds = thresholds[(thresholds["task"] == TASK) & (thresholds["metric"] == METRIC)]
     column: dict[str, str] = {}
@@ -67,17 +101,19 @@ def seed_column(out: Path, source: str) -> dict[str, str]:
             column[f"{scope.removeprefix(PREFIX)}"] = verdict(row)
         else:
             pooled = row
+    sizes = [value for key, value in column.items()]
+    column["sizes with a verdict"] = f"{sum(map(carries_verdict, sizes))} of {len(sizes)}"
     if pooled is not None:
         column["pooled"] = verdict(pooled)
         column["sizes"] = agreement(pooled)
+        companion = pooled.get("companion_status")
+        column["companion (pooled)"] = "" if companion is None or pd.isna(companion) else str(companion)
+    if quick_sizes:
+        column[f"pooled, {' + '.join(quick_sizes)} only (--quick)"] = subset_pooled(out, source, quick_sizes)
     table = pd.read_csv(out / f"table-{source}.csv")
     em = table[(table["task"] == TASK) & (table["metric"] == METRIC)]
-    largest = em[em["size"] == em.loc[em["params_non_embedding"].idxmax(), "size"]].sort_values("step")
-    last = largest.iloc[-1]
-    column[f"largest ({last['size']}) final exact match"] = f"{last['value']:.2f} (loss {last['loss']:.2f})"
     finals = em.sort_values("step").groupby("size", sort=False).tail(1)
-    best = finals.loc[finals["value"].idxmax()]
-    column["best final exact match"] = f"{best['value']:.2f} ({best['size']})"
+    column["final exact match"] = ", ".join(f"{row['size']} {row['value']:.2f}" for _, row in finals.iterrows())
     return column
 
 
@@ -89,7 +125,10 @@ def across(values: list[str]) -> str:
     if all(numbers) and len({len(n) for n in numbers}) == 1 and len({re.sub(r"-?\d+\.\d+", "#", v) for v in values}) == 1:
         template = re.sub(r"-?\d+\.\d+", "{}", values[0])
         cols = list(zip(*[[float(x) for x in n] for n in numbers]))
-        return template.format(*[f"{min(c):.2f}" if min(c) == max(c) else f"{min(c):.2f}–{max(c):.2f}" for c in cols])
+        def fmt(x: float) -> str:  # p-values keep their digits (0.001), η and rates two decimals
+            return f"{x:.2g}" if 0 < abs(x) < 0.01 else f"{x:.2f}"
+
+        return template.format(*[fmt(min(c)) if min(c) == max(c) else f"{fmt(min(c))}–{fmt(max(c))}" for c in cols])
     leading = [re.match(r"-?\d+\.\d+", v) for v in values]
     if all(leading):  # e.g. "0.75 (330k)", "0.14 (100k)": the range of the numbers, then what follows them
         numbers = [float(m.group(0)) for m in leading]
@@ -105,27 +144,52 @@ def across(values: list[str]) -> str:
 
 
 def main() -> int:
+    import platform
+
+    import torch
+
+    from harness.demo.pipeline import FULL, QUICK
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--threads", type=int, nargs="+", help="training threads, each a run per seed (default the demo's)")
     parser.add_argument("--quick", action="store_true", help="the reduced demo (tests/test_demo.py's)")
-    parser.add_argument("--threads", type=int, help="training threads (default the demo's)")
+    parser.add_argument("--root", type=Path, default=Path("results"), help="where the runs' folders go (default results/)")
     args = parser.parse_args()
-    outs = {}
-    for seed in args.seeds:
-        settings = {"quick": args.quick, "seed": seed, "threads": args.threads}
-        outs[seed] = default_out(**settings)
-        result = run_demo(outs[seed], **settings, log=lambda message: print(message, file=sys.stderr))
-        print(f"seed {seed}: {result.out} ({', '.join(f'{k} {v:.0f}s' for k, v in result.seconds.items())})", file=sys.stderr)
-    config = suite_config(quick=args.quick, threads=args.threads)
-    print(f"{'quick' if args.quick else 'full'} demo, seeds {', '.join(map(str, args.seeds))}, {config.threads} training "
-          f"thread(s); folders {', '.join(str(o) for o in outs.values())}\n")
+    outs, seconds = {}, {}
+    for threads in args.threads or [None]:
+        for seed in args.seeds:
+            settings = {"quick": args.quick, "seed": seed, "threads": threads}
+            name = f"seed {seed}, {suite_config(**settings).threads} thr"
+            outs[name] = args.root / default_out(**settings).name
+            result = run_demo(outs[name], **settings, log=lambda message: print(message, file=sys.stderr))
+            seconds[name] = result.seconds
+            print(f"{name}: {result.out} ({', '.join(f'{k} {v:.0f}s' for k, v in result.seconds.items())})", file=sys.stderr)
+    quick_sizes = None if args.quick else [size.name for size in FULL.sizes if size in QUICK.sizes]
+    print(f"{'quick' if args.quick else 'full'} demo, seeds {', '.join(map(str, args.seeds))}; {platform.machine()}, "
+          f"{os.cpu_count()} CPUs visible, torch {torch.__version__}, Python {platform.python_version()}; "
+          f"folders under {args.root}\n")
     for source in LOSS_SOURCES:
-        columns = {f"seed {seed}": seed_column(out, source) for seed, out in outs.items()}
+        columns = {name: seed_column(out, source, quick_sizes) for name, out in outs.items()}
         frame = pd.DataFrame(columns).fillna("")
-        frame[f"across {len(outs)} seeds"] = [across(list(row)) for row in frame.itertuples(index=False)]
+        frame[f"across {len(outs)} runs"] = [across(list(row)) for row in frame.itertuples(index=False)]
         print(f"### {source} held-out loss: {TASK} [{METRIC}]\n")
         print(markdown_table(frame.reset_index().rename(columns={"index": ""})))
-        print()
+        pooled = [pooled_kind(c["pooled"]) for c in columns.values()]
+        mode = max(set(pooled), key=pooled.count)
+        with_verdict = sum(int(c["sizes with a verdict"].split()[0]) >= 2 for c in columns.values())
+        decided = sum(not c["sizes"].startswith("undetermined") for c in columns.values())
+        line = (f"\npooled `{mode}` in {pooled.count(mode)} of {len(pooled)} runs; at least 2 sizes with a verdict in "
+                f"{with_verdict} of {len(columns)}; whether the sizes agree decided in {decided} of {len(columns)}")
+        if quick_sizes:
+            key = f"pooled, {' + '.join(quick_sizes)} only (--quick)"
+            same = sum(pooled_kind(c[key]) == pooled_kind(c["pooled"]) for c in columns.values())
+            line += f"; the quick demo's sizes alone reach the same pooled verdict in {same} of {len(columns)}"
+        print(line + "\n")
+    print("| run | " + " | ".join(next(iter(seconds.values()))) + " |")
+    print("|---|" + "---|" * len(next(iter(seconds.values()))))
+    for name, parts in seconds.items():
+        print(f"| {name} | " + " | ".join(f"{v:.0f} s" for v in parts.values()) + " |")
     return 0
 
 

@@ -28,7 +28,7 @@ TINY = dataclasses.replace(QUICK, sizes=(ModelSize("2k", 8, 1, 2),), steps=12, b
                            checkpoints=3, first_checkpoint=4, dense_checkpoints=0, docstring_chars=5_000, eval_items=4,
                            threads=1)
 # How far each held-out loss falls from the quick demo's first checkpoint to its last, every size (nats/token)
-LOSS_DROP = {"mixture": 2.0, "docstrings": 1.0}
+LOSS_DROP = {"mixture": 1.5, "docstrings": 1.5}
 
 
 def test_checkpoint_steps_are_log_spaced_then_dense():
@@ -236,7 +236,8 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert f"report: {out / 'report' / 'index.html'}" in printed and str(out / "report-docstrings" / "index.html") in printed
     assert "bigbench:two_digit_addition [exact_match]" in printed
 
-    steps = checkpoint_steps(QUICK.steps, QUICK.checkpoints, QUICK.first_checkpoint)
+    steps = checkpoint_steps(QUICK.steps, QUICK.checkpoints, QUICK.first_checkpoint, QUICK.dense_checkpoints,
+                             QUICK.dense_from)
     tables = {source: pd.read_csv(out / f"table-{source}.csv") for source in ("mixture", "docstrings")}
     for source, table in tables.items():
         assert list(table.columns) == list(results_table(out / "evals").columns), source
@@ -251,20 +252,24 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
             assert list(rows["step"]) == steps
             losses = list(rows["loss"])
             assert losses[-1] < losses[0] - LOSS_DROP[source], (source, size, losses)
-            if source == "mixture":  # the docstring loss may rise at the end: 60,000 characters, each seen ~20 times
-                assert losses[-1] < losses[len(losses) // 2], (size, losses)  # and still falls in the second half
-    # the continuous companion rises for every size, and the largest size ends ahead of the smallest on it
+            assert losses[-1] < losses[len(losses) // 2], (source, size, losses)  # and still falls in the second half
+    # the continuous companion rises for every size
     logprob = task[task["metric"] == "target_logprob_per_token"]
     for size, rows in logprob.groupby("size"):
         rows = rows.sort_values("step")
-        assert rows["value"].iloc[-1] > rows["value"].iloc[0] + 2.0, size
-    answer = task[task["metric"] == "target_logprob"].sort_values("step").groupby("size")["value"].last()
-    smallest, largest_name = QUICK.sizes[0].name, QUICK.sizes[-1].name
-    assert answer[largest_name] > answer[smallest] + 0.5, dict(answer)
-    # exact match leaves its plateau of 0 for the largest size: at least 2 of the 60 items at the end
-    largest = em[em["size"] == largest_name].sort_values("step")
-    gained = round((largest["value"].iloc[-1] - largest["value"].iloc[0]) * QUICK.eval_items)
-    assert gained >= 2, list(largest["value"])
+        assert rows["value"].iloc[-1] > rows["value"].iloc[0] + 1.5, size
+    # every size leaves exact match's plateau of 0 within the run, with checkpoints after its departure
+    for size, rows in em.groupby("size"):
+        values = list(rows.sort_values("step")["value"])
+        assert values[0] == 0 and values[-1] >= 0.2, (size, values)
+        assert sum(v >= 0.1 for v in values) >= 4, (size, values)  # at least four checkpoints past the jump's start
+    # the pooled curve rises (a threshold, or a smooth rise: which one is the statistics' call), and the run's
+    # argument is printed in words, with what it does not show
+    thresholds = pd.read_csv(out / "report" / "thresholds.csv")
+    pooled = thresholds[(thresholds["metric"] == "exact_match") & (thresholds["scope"] == "all models")]
+    assert list(pooled["status"]) in (["emerged"], ["smooth rise"]), list(pooled["status"])
+    assert "What this run shows (bigbench:two_digit_addition, exact_match, against the mixture held-out loss)" in printed
+    assert "What it does not show: anything about large models" in printed
 
     for report in ("report", "report-docstrings"):
         for name in ("index.html", "report.md", "thresholds.csv", "points.csv", "figures/performance_vs_loss.png",
@@ -291,3 +296,50 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         line = next(line for line in captured.err.splitlines() if line.startswith(f"evaluated every checkpoint ({source}"))
         assert ", 0 units run," in line and "failed" not in line, line
     assert "docstrings held-out loss" in captured.out and f"report: {out / 'report-docstrings' / 'index.html'}" in captured.out
+
+
+def _verdict(status: str, note: str = "", **numbers):
+    from harness.analysis.thresholds import Threshold
+
+    fields = dict(departure_loss=None, eta=None, low=None, high=None, slope=None)
+    return Threshold(metric="exact_match", checkpoints=22, reference=None, status=status, note=note, **{**fields, **numbers})
+
+
+def test_plain_words_say_what_the_run_shows_and_what_it_does_not():
+    """The summary's sentences from hand-built verdicts: each size's, the pooled one, the agreement, the
+    companion and the prediction test, and what a demo cannot show."""
+    from types import SimpleNamespace
+
+    from harness.analysis.agreement import Agreement
+    from harness.demo.pipeline import has_verdict, plain_words
+
+    emerged = _verdict("emerged", eta=3.53, low=3.52, high=3.55, departure_loss=3.5)
+    edge = _verdict("smooth rise", "the rise begins at the edge of the observed losses (12 checkpoints above the best kink): no η",
+                    departure_loss=5.29, smooth="logistic")
+    smooth = _verdict("smooth rise", "no threshold supported", departure_loss=3.6, smooth="exponential")
+    two = _verdict("no emergence", "only the 2 lowest-loss checkpoints depart; 3 needed")
+    assert [has_verdict(t) for t in (emerged, edge, smooth, two)] == [True, False, True, False]
+    agreement = Agreement(agree=False, p_value=0.001, models=("a", "b"), contrary=("tiny-neox-25k (25.5K)",), note="",
+                          shift=0.2, shift_low=0.16, shift_high=0.21)
+    analysis = SimpleNamespace(task="bigbench:two_digit_addition", metric="exact_match", pooled=emerged,
+                               by_model={"tiny-neox-25k (25.5K)": emerged, "tiny-neox-100k (100K)": smooth,
+                                         "tiny-neox-330k (336K)": two},
+                               agreement=agreement, companion=edge)
+    lines = plain_words(SimpleNamespace(analyses=[analysis], predictions=()), "mixture")
+    assert lines[0] == (
+        "What this run shows (bigbench:two_digit_addition, exact_match, against the mixture held-out loss): 2 of 3 "
+        "sizes have data that carry a verdict. 25k: a threshold (flat, then rising below η = 3.53 [3.52, 3.55]). "
+        "100k: a rise, but no threshold: a smooth exponential curve of the loss fits as well (departs below 3.60). "
+        "330k: no rise (only the 2 lowest-loss checkpoints depart; 3 needed).")
+    assert lines[1] == "All sizes pooled as one curve of loss: a threshold (flat, then rising below η = 3.53 [3.52, 3.55])."
+    assert lines[2] == ("The sizes do NOT lie on one curve of loss (25k apart): each reaches the same exact match at a "
+                        "different loss (p = 0.001; largest shift 0.20 nats [0.16, 0.21]).")
+    assert "continuous companion) is a rise that begins at the edge of its checkpoints" in lines[3]
+    assert "Schaeffer et al.'s mirage" in lines[3]  # a threshold in exact match over a smooth companion
+    assert lines[-1].startswith("What it does not show: anything about large models")
+    # sizes on one curve: the shift the test rules out is said
+    agreeing = dataclasses.replace(agreement, agree=True, p_value=0.45, contrary=(), shift_low=-0.05, shift_high=0.1)
+    lines = plain_words(SimpleNamespace(analyses=[SimpleNamespace(**{**vars(analysis), "agreement": agreeing})],
+                                        predictions=()), "docstrings")
+    assert "The sizes lie on one curve of loss: the same curve shifted per size fits no better (p = 0.45; a shift " \
+           "between sizes larger than 0.10 nats is ruled out at 90%)" in lines[2]

@@ -80,3 +80,15 @@ def test_runs_and_the_stages_before_it_do_not_import_analysis():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) is not None
     assert _cycle({"a": {"b"}, "b": {"c"}}) is None
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name another module needs is public (``fit_points``, not ``_points``): the analysis API is what
+    its modules import from each other, and a leading underscore means nothing outside its module."""
+    private = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness"):
+                private += [f"{path.relative_to(PACKAGE)}: {node.module}.{alias.name}" for alias in node.names
+                            if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not private, private

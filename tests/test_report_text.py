@@ -17,6 +17,7 @@ from harness.analysis import agreement as agreement_module
 from harness.analysis import report, report_pages
 from harness.analysis.agreement import Agreement
 from harness.analysis.arguments import add_report_arguments
+from harness.analysis.curves import Curve
 from harness.analysis.known_tasks import KNOWN_TASKS, fill_known
 from harness.analysis.thresholds import (
     EMERGED,
@@ -25,7 +26,6 @@ from harness.analysis.thresholds import (
     NO_EMERGENCE,
     SMOOTH_RISE,
     STATUSES,
-    Curve,
     emergence_threshold,
     with_q,
 )

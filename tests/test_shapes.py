@@ -9,17 +9,9 @@ import pytest
 from scipy import stats
 
 from harness.analysis import shapes, thresholds
-from harness.analysis.curves import _points
+from harness.analysis.curves import Curve, fit_points
 from harness.analysis.shapes import benjamini_hochberg, profile, shape_test, smooth_family, stick_family
-from harness.analysis.thresholds import (
-    EMERGED,
-    FROM_START,
-    NO_EMERGENCE,
-    SMOOTH_RISE,
-    Curve,
-    emergence_threshold,
-    with_q,
-)
+from harness.analysis.thresholds import EMERGED, FROM_START, NO_EMERGENCE, SMOOTH_RISE, emergence_threshold, with_q
 
 
 def _sweep(p_at, seed: int, items: int = 1000, finals=(2.6, 2.3, 2.0), per_size: int = 10, metric: str = "acc",
@@ -95,7 +87,7 @@ def test_flatness_is_a_chi_square_test_of_homogeneity_hand_computed():
     chi2 = (((k - n * pbar) ** 2) / (n * pbar * (1 - pbar))).sum()  # (10² + 0 + 10²) / 42 = 4.762
     assert chi2 == pytest.approx(200 / 42)
     curve = Curve.of([3, 2.5, 2], k / n, [np.nan] * 3, n, "acc", True, 0.25)
-    assert thresholds._flat_p(_points(curve)) == pytest.approx(stats.chi2.sf(200 / 42, 2))
+    assert thresholds._flat_p(fit_points(curve)) == pytest.approx(stats.chi2.sf(200 / 42, 2))
 
 
 def test_benjamini_hochberg_hand_computed_and_equal_to_scipy():
@@ -141,5 +133,5 @@ def test_the_basis_profile_recovers_an_exact_stick():
 
 
 def test_the_shape_test_is_reproducible_from_its_seed():
-    points = _points(_sweep(lambda L: 0.25 + 0.2 * (3.8 - L) / 1.8, seed=7))
+    points = fit_points(_sweep(lambda L: 0.25 + 0.2 * (3.8 - L) / 1.8, seed=7))
     assert shape_test(points, False, 200, 1).p_value == shape_test(points, False, 200, 1).p_value

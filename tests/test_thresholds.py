@@ -12,21 +12,11 @@ from scipy import stats
 
 from harness.analysis import broken_stick, thresholds
 from harness.analysis.agreement import agreement
+from harness.analysis.broken_stick import fit_broken_stick
 from harness.analysis.correlations import loss_correlation
-from harness.analysis.thresholds import (
-    EMERGED,
-    FROM_START,
-    INSUFFICIENT,
-    NO_EMERGENCE,
-    Curve,
-    Reference,
-    departure_loss,
-    emergence_threshold,
-    exceeds,
-    fit_broken_stick,
-    is_proportion,
-    reference_level,
-)
+from harness.analysis.curves import Curve, is_proportion
+from harness.analysis.departure import Reference, departure_loss, exceeds, reference_level
+from harness.analysis.thresholds import EMERGED, FROM_START, INSUFFICIENT, NO_EMERGENCE, emergence_threshold
 
 ITEMS = 1000
 
@@ -250,7 +240,7 @@ def test_the_vectorised_profile_equals_one_fit_per_curve():
     loss = np.linspace(3.6, 1.8, 25)
     ys = 0.25 + 0.5 * np.clip(2.6 - loss, 0, None) + rng.normal(0, 0.02, (6, 25))
     etas = np.linspace(1.8, 3.6, 50)
-    slope, level, sse = broken_stick._profile(loss, ys, etas)
+    slope, level, sse = broken_stick.stick_profile(loss, ys, etas)
     for b in range(6):
         for g in (0, 17, 31, 49):
             x = np.clip(etas[g] - loss, 0, None)
@@ -258,7 +248,7 @@ def test_the_vectorised_profile_equals_one_fit_per_curve():
             a, c = (a, c) if a > 0 else (0.0, ys[b].mean())
             assert slope[b, g] == pytest.approx(a, abs=1e-9)
             assert sse[b, g] == pytest.approx(((ys[b] - c - a * x) ** 2).sum(), abs=1e-9)
-            one_slope, one_level, one_sse = broken_stick._profile(loss, ys[b], etas)  # one curve: the level too
+            one_slope, one_level, one_sse = broken_stick.stick_profile(loss, ys[b], etas)  # one curve: the level too
             assert (one_slope[g], one_level[g], one_sse[g]) == pytest.approx((a, c, sse[b, g]), abs=1e-9)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from harness.analysis.bootstrap import INTERVAL_LEVEL, simulate_curves
-from harness.analysis.curves import Curve, _Points, _points, pool
+from harness.analysis.curves import Curve, FitPoints, fit_points, pool
 from harness.analysis.shapes import Family, smooth_family, stick_family
 from harness.analysis.thresholds import (
     EMERGED,
@@ -59,7 +59,7 @@ class Agreement:
     detail: str = ""  # what follows the verdict in the note (sizes left out, shifts not estimated)
 
 
-def _overlapping(points: Mapping[str, _Points]) -> list[str]:
+def _overlapping(points: Mapping[str, FitPoints]) -> list[str]:
     names = [n for n, p in points.items() if len(p)]
     while len(names) > 1:
         keep = []
@@ -85,7 +85,7 @@ class _Design:
     zero: int  # index of δ = 0
 
 
-def _design(points: Mapping[str, _Points], sizes: list[str], exact_match: bool) -> _Design:
+def _design(points: Mapping[str, FitPoints], sizes: list[str], exact_match: bool) -> _Design:
     loss = np.concatenate([points[n].loss for n in sizes])
     group = np.concatenate([np.full(len(points[n]), i) for i, n in enumerate(sizes)])
     low, high = float(loss.min()), float(loss.max())
@@ -169,7 +169,7 @@ def _fit(design: _Design, y: np.ndarray, shifted: bool) -> tuple[float, int, np.
     return float(sse[0]), k0, d0, _fitted(X, y)
 
 
-def _simulate(points: Mapping[str, _Points], design: _Design, mean: np.ndarray, resamples: int,
+def _simulate(points: Mapping[str, FitPoints], design: _Design, mean: np.ndarray, resamples: int,
               rng: np.random.Generator) -> np.ndarray:
     out = []
     for i, n in enumerate(design.sizes):
@@ -177,7 +177,7 @@ def _simulate(points: Mapping[str, _Points], design: _Design, mean: np.ndarray, 
     return np.concatenate(out, axis=1)
 
 
-def _shift_test(points: Mapping[str, _Points], sizes: list[str], exact_match: bool, resamples: int, seed: int) -> dict:
+def _shift_test(points: Mapping[str, FitPoints], sizes: list[str], exact_match: bool, resamples: int, seed: int) -> dict:
     design = _design(points, sizes, exact_match)
     y = np.concatenate([points[n].y for n in sizes])
     sse0, k0, _, mean0 = _fit(design, y, shifted=False)
@@ -265,7 +265,7 @@ def agreement(curves: Mapping[str, Curve], *, resamples: int = 1000, seed: int =
         thresholds = {name: emergence_threshold(c, resamples=resamples, seed=seed) for name, c in curves.items()}
     if pooled is None:
         pooled = emergence_threshold(pool(curves), resamples=resamples, seed=seed)
-    points = {name: _points(c) for name, c in curves.items()}
+    points = {name: fit_points(c) for name, c in curves.items()}
     sizes = _overlapping(points)
     left_out = [n for n in curves if n not in sizes]
     out_note = f"; {', '.join(left_out)} left out: its losses do not overlap the others'" if left_out else ""

@@ -1,8 +1,8 @@
 """The parametric bootstrap: curves simulated around a broken-stick fit with each checkpoint's own
 noise, and the INTERVAL_LEVEL interval for η built from them (docs/statistics.md, "η").
 
-    _Points + BrokenStick ─► simulate_curves (binomial at each n, or normal with each se)
-        ─► refit on the η grid (``broken_stick._profile``) ─► eta_interval
+    FitPoints + BrokenStick ─► simulate_curves (binomial at each n, or normal with each se)
+        ─► refit on the η grid (``broken_stick.stick_profile``) ─► eta_interval
 
 The agreement test across models (``harness.analysis.agreement``) draws its null curves with
 ``simulate_curves`` too.
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.analysis.broken_stick import BrokenStick, _grid, _mean_curve, _profile
-from harness.analysis.curves import _Points
+from harness.analysis.broken_stick import BrokenStick, eta_grid, stick_mean, stick_profile
+from harness.analysis.curves import FitPoints
 
 INTERVAL_LEVEL = 0.90
 
 
-def simulate_curves(points: _Points, mean: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+def simulate_curves(points: FitPoints, mean: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """``resamples`` curves (B, m) drawn around ``mean`` with each checkpoint's own noise."""
     if points.binomial:
         p = np.clip(mean, 0.0, 1.0)
@@ -26,7 +26,7 @@ def simulate_curves(points: _Points, mean: np.ndarray, resamples: int, rng: np.r
     return mean + points.se * rng.standard_normal((resamples, len(mean)))
 
 
-def eta_interval(points: _Points, fit: BrokenStick, resamples: int, seed: int) -> tuple[float, float]:
+def eta_interval(points: FitPoints, fit: BrokenStick, resamples: int, seed: int) -> tuple[float, float]:
     """INTERVAL_LEVEL interval for η from curves simulated from the fit with each checkpoint's own noise.
 
     Two intervals come from the same resamples, and the answer is their hull (both contain η̂):
@@ -39,15 +39,15 @@ def eta_interval(points: _Points, fit: BrokenStick, resamples: int, seed: int) -
     in both (docs/statistics.md, scripts/calibrate.py).
     """
     rng = np.random.default_rng(seed)
-    etas = _grid(points.loss)
-    samples = simulate_curves(points, _mean_curve(points.loss, fit), resamples, rng)
-    slope, _, sse = _profile(points.loss, samples, etas)
+    etas = eta_grid(points.loss)
+    samples = simulate_curves(points, stick_mean(points.loss, fit), resamples, rng)
+    slope, _, sse = stick_profile(points.loss, samples, etas)
     best = np.argmin(sse, axis=1)
     refits = np.where(slope[np.arange(resamples), best] > 0, etas[best], float(points.loss.min()))
     tail = (1 - INTERVAL_LEVEL) / 2
     low, high = np.quantile(refits, [tail, 1 - tail])
     at_fit = int(np.argmin(np.abs(etas - fit.eta)))
     cutoff = float(np.quantile(sse[:, at_fit] - sse[np.arange(resamples), best], INTERVAL_LEVEL))
-    observed = _profile(points.loss, points.y, etas)[2]
+    observed = stick_profile(points.loss, points.y, etas)[2]
     inside = etas[observed - observed.min() <= cutoff]  # holds the grid's best η at least
     return min(float(inside.min()), float(low), fit.eta), max(float(inside.max()), float(high), fit.eta)

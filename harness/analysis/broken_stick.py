@@ -1,6 +1,6 @@
 """The broken stick y = c + a·max(η − L, 0), a ≥ 0: flat above the loss η, rising linearly below it.
 
-Plain arrays in, plain numbers out; nothing here knows about metrics, noise or statuses. ``_profile``
+Plain arrays in, plain numbers out; nothing here knows about metrics, noise or statuses. ``stick_profile``
 fits every candidate η of a grid at once, for one curve or a stack of simulated ones (the bootstrap
 in ``harness.analysis.bootstrap`` and the agreement test in ``harness.analysis.agreement`` refit
 thousands of curves through it); ``fit_broken_stick`` refines the best grid cell.
@@ -24,7 +24,7 @@ class BrokenStick:
     sse: float
 
 
-def _profile(loss: np.ndarray, y: np.ndarray, etas: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def stick_profile(loss: np.ndarray, y: np.ndarray, etas: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Least squares of y = c + a·max(η − L, 0), a ≥ 0, for every candidate η at once.
 
     ``y`` is one curve (m,) or a stack of resamples (B, m); returns slope, level c (for one curve only,
@@ -48,7 +48,7 @@ def _profile(loss: np.ndarray, y: np.ndarray, etas: np.ndarray) -> tuple[np.ndar
     return slope, level, sse
 
 
-def _grid(loss: np.ndarray) -> np.ndarray:
+def eta_grid(loss: np.ndarray) -> np.ndarray:
     return np.linspace(float(loss.min()), float(loss.max()), GRID_POINTS)
 
 
@@ -59,19 +59,19 @@ def fit_broken_stick(loss: np.ndarray, y: np.ndarray, refine: bool = True) -> Br
     loss, y = np.asarray(loss, float), np.asarray(y, float)
     if len(loss) < 3 or not loss.max() > loss.min():
         return None
-    etas = _grid(loss)
-    slope, level, sse = _profile(loss, y, etas)
+    etas = eta_grid(loss)
+    slope, level, sse = stick_profile(loss, y, etas)
     best = int(np.argmin(sse))
     fit = BrokenStick(float(etas[best]), float(slope[best]), float(level[best]), float(sse[best]))
     if refine and fit.slope > 0:
         left, right = etas[max(best - 1, 0)], etas[min(best + 1, GRID_POINTS - 1)]
-        res = optimize.minimize_scalar(lambda e: float(_profile(loss, y, np.array([e]))[2][0]),
+        res = optimize.minimize_scalar(lambda e: float(stick_profile(loss, y, np.array([e]))[2][0]),
                                        bounds=(left, right), method="bounded", options={"xatol": 1e-6})
         if res.fun < fit.sse:
-            s, c, e = _profile(loss, y, np.array([res.x]))
+            s, c, e = stick_profile(loss, y, np.array([res.x]))
             fit = BrokenStick(float(res.x), float(s[0]), float(c[0]), float(e[0]))
     return fit
 
 
-def _mean_curve(loss: np.ndarray, fit: BrokenStick) -> np.ndarray:
+def stick_mean(loss: np.ndarray, fit: BrokenStick) -> np.ndarray:
     return fit.level + fit.slope * np.clip(fit.eta - loss, 0.0, None)

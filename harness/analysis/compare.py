@@ -26,7 +26,7 @@ import pandas as pd
 
 from harness import store
 from harness.analysis.arguments import DEFAULT_FLOAT_TOLERANCE, DEFAULT_TOLERANCE
-from harness.analysis.thresholds import is_proportion
+from harness.analysis.curves import is_proportion
 from harness.errors import UserError
 from harness.table import markdown_table, one_configuration, results_table
 

@@ -1,10 +1,10 @@
 """A curve: one task's metric at many checkpoints, and the same curve made ready for tests and fits.
 
-    Curve (metric units, as the table holds it) ─► _points ─► _Points (finite checkpoints, the
+    Curve (metric units, as the table holds it) ─► fit_points ─► FitPoints (finite checkpoints, the
     metric's better direction, each checkpoint's noise)
 
 Every computation downstream (``departure``, ``broken_stick``, ``bootstrap``, ``thresholds``,
-``agreement``) runs on ``_Points`` in the better direction (``y``: the value, 1 − value for a
+``agreement``) runs on ``FitPoints`` in the better direction (``y``: the value, 1 − value for a
 lower-is-better proportion, −value for a lower-is-better continuous metric), so "above" always means
 "better". The noise of a checkpoint is binomial at its item count for proportions (exact match,
 accuracy), else normal with its standard error, estimated from the broken-stick fit's residuals when
@@ -84,7 +84,7 @@ def is_proportion(metric: str) -> bool:
 
 
 @dataclass(frozen=True, eq=False)
-class _Points:
+class FitPoints:
     """A curve ready for tests and fits: finite values, the better direction, each point's noise."""
 
     loss: np.ndarray
@@ -99,38 +99,38 @@ class _Points:
     def k(self) -> np.ndarray:
         return np.round(self.y * self.n)
 
-    def take(self, index: np.ndarray) -> _Points:
-        return _Points(self.loss[index], self.y[index], self.se[index], self.n[index], self.binomial,
-                       self.index[index], self.se_from_residuals)
+    def take(self, index: np.ndarray) -> FitPoints:
+        return FitPoints(self.loss[index], self.y[index], self.se[index], self.n[index], self.binomial,
+                         self.index[index], self.se_from_residuals)
 
     def __len__(self) -> int:
         return len(self.loss)
 
 
-def _to_better(curve: Curve, values: np.ndarray | float) -> np.ndarray | float:
+def to_better(curve: Curve, values: np.ndarray | float) -> np.ndarray | float:
     if curve.higher_is_better:
         return values
     return 1.0 - values if is_proportion(curve.metric) else -values
 
 
-_to_metric = _to_better  # the map is its own inverse
+to_metric = to_better  # the map is its own inverse
 
 
-def _slope_to_metric(curve: Curve, slope: float) -> float:
+def slope_to_metric(curve: Curve, slope: float) -> float:
     return slope if curve.higher_is_better else -slope
 
 
-def _points(curve: Curve) -> _Points:
+def fit_points(curve: Curve) -> FitPoints:
     """Finite checkpoints of ``curve`` with their noise. Binomial when a proportion has item counts
     everywhere; otherwise normal with the table's stderr (or the binomial one where only n is known),
     and, when no checkpoint has either, one σ estimated from the residuals of the broken-stick fit."""
     at = np.flatnonzero(np.isfinite(curve.loss) & np.isfinite(curve.value))
     c = curve.take(at)
-    y = np.asarray(_to_better(c, c.value), dtype=float)
+    y = np.asarray(to_better(c, c.value), dtype=float)
     n = c.n.astype(float)
     if is_proportion(c.metric) and len(c) and (n > 0).all():
         p = np.clip(y, 0.0, 1.0)
-        return _Points(c.loss, p, np.sqrt(p * (1 - p) / n), n, True, at)
+        return FitPoints(c.loss, p, np.sqrt(p * (1 - p) / n), n, True, at)
     se = np.where(np.isfinite(c.stderr) & (c.stderr > 0), c.stderr, np.nan)
     if is_proportion(c.metric):
         # a floor of half an item keeps a checkpoint at 0 or 1 from claiming no noise at all
@@ -139,10 +139,10 @@ def _points(curve: Curve) -> _Points:
         se = np.where(np.isnan(se) & (n > 0), from_n, se)
     if np.isfinite(se).sum() >= MIN_CHECKPOINTS or len(c) < MIN_CHECKPOINTS + 2:
         keep = np.flatnonzero(np.isfinite(se))
-        return _Points(c.loss[keep], y[keep], se[keep], np.zeros(len(keep)), False, at[keep])
+        return FitPoints(c.loss[keep], y[keep], se[keep], np.zeros(len(keep)), False, at[keep])
     fit = fit_broken_stick(c.loss, y)
     if fit is None:
-        return _Points(c.loss[:0], y[:0], se[:0], n[:0], False, at[:0])
+        return FitPoints(c.loss[:0], y[:0], se[:0], n[:0], False, at[:0])
     sigma = math.sqrt(max(fit.sse, 1e-300) / (len(c) - 3))
-    return _Points(c.loss, y, np.full(len(c), sigma), np.zeros(len(c)), False, at, se_from_residuals=True)
+    return FitPoints(c.loss, y, np.full(len(c), sigma), np.zeros(len(c)), False, at, se_from_residuals=True)
 

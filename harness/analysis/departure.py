@@ -1,7 +1,7 @@
 """The reference a checkpoint must beat, and the test of whether it does (docs/statistics.md,
 "Reference" and "Departure").
 
-    _Points ─► plateau (the highest-loss checkpoints) ─► Reference ─► per checkpoint: departs?
+    FitPoints ─► plateau (the highest-loss checkpoints) ─► Reference ─► per checkpoint: departs?
         ─► departure loss (the highest loss below which every checkpoint departs)
 
 The reference is the plateau of the highest-loss checkpoints, an estimate with its own noise (item
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from harness.analysis.curves import Curve, _Points, _points, _to_better, _to_metric, base_metric
+from harness.analysis.curves import Curve, FitPoints, base_metric, fit_points, to_better, to_metric
 
 # Multiple-choice accuracy: guessing gives the random baseline, so the reference is never below it.
 # Exact match has a baseline of 0 in the table, which no model sits at by guessing; it gets the plateau.
@@ -46,7 +46,7 @@ class Reference:
     above_chance_p: float | None = None  # one-sided p of "plateau > chance" (multiple-choice only)
 
 
-def _plateau_index(points: _Points) -> np.ndarray:
+def _plateau_index(points: FitPoints) -> np.ndarray:
     """The highest-loss checkpoints that form the plateau: the PLATEAU_MIN_POINTS highest, then more,
     up to PLATEAU_FRACTION of them, walking down in loss and stopping before the first one that
     departs from the plateau gathered so far, so a curve that rises early is not averaged into its
@@ -57,13 +57,13 @@ def _plateau_index(points: _Points) -> np.ndarray:
     taken = [int(i) for i in order[:PLATEAU_MIN_POINTS]]
     for i in order[PLATEAU_MIN_POINTS:size]:
         reference = _estimate(points, np.array(taken), chance=None)
-        if _departs(points.take(np.array([i])), reference, None)[0]:
+        if departs(points.take(np.array([i])), reference, None)[0]:
             break
         taken.append(int(i))
     return np.array(taken)
 
 
-def _estimate(points: _Points, index: np.ndarray, chance: float | None) -> Reference:
+def _estimate(points: FitPoints, index: np.ndarray, chance: float | None) -> Reference:
     """The reference in the better direction from the plateau checkpoints ``index``."""
     if points.binomial:
         successes, items = int(points.k[index].sum()), int(points.n[index].sum())
@@ -85,7 +85,7 @@ def _estimate(points: _Points, index: np.ndarray, chance: float | None) -> Refer
     return Reference(chance, "chance", len(index), 0.0, 0, 0, chance, p_above)
 
 
-def _departs(points: _Points, reference: Reference, plateau: np.ndarray | None) -> np.ndarray:
+def departs(points: FitPoints, reference: Reference, plateau: np.ndarray | None) -> np.ndarray:
     """Per checkpoint: better than ``reference`` (better direction) by a one-sided test at
     ONE_SIDED_ALPHA and by the minimum effect. A checkpoint inside the plateau is compared with the
     plateau without itself (leave one out), so no point is tested against its own noise."""
@@ -124,37 +124,37 @@ def _departs(points: _Points, reference: Reference, plateau: np.ndarray | None) 
     return (g > 0) & (stats.norm.sf(z) < ONE_SIDED_ALPHA)
 
 
-def _reference(points: _Points, curve: Curve) -> tuple[Reference, np.ndarray]:
+def plateau_reference(points: FitPoints, curve: Curve) -> tuple[Reference, np.ndarray]:
     plateau = _plateau_index(points)
     chance = None
     if base_metric(curve.metric) in CHANCE_REFERENCE_METRICS and curve.random_baseline is not None:
-        chance = float(_to_better(curve, curve.random_baseline))
+        chance = float(to_better(curve, curve.random_baseline))
     return _estimate(points, plateau, chance), plateau
 
 
-def _in_metric_units(curve: Curve, ref: Reference) -> Reference:
-    value = float(_to_metric(curve, ref.value))
-    chance = None if ref.chance is None else float(_to_metric(curve, ref.chance))
+def in_metric_units(curve: Curve, ref: Reference) -> Reference:
+    value = float(to_metric(curve, ref.value))
+    chance = None if ref.chance is None else float(to_metric(curve, ref.chance))
     return Reference(value, ref.kind, ref.points, ref.stderr, ref.successes, ref.items, chance, ref.above_chance_p)
 
 
-_in_better_units = _in_metric_units  # the map is its own inverse
+_in_better_units = in_metric_units  # the map is its own inverse
 
 
 def reference_level(curve: Curve) -> Reference:
     """The reference of ``curve`` in metric units: the pooled plateau of its highest-loss checkpoints,
     and for multiple-choice accuracy with a random baseline max(chance, plateau)."""
-    points = _points(curve)
+    points = fit_points(curve)
     if len(points) == 0:
         raise ValueError("no checkpoint has a loss, a value and a noise estimate")
-    return _in_metric_units(curve, _reference(points, curve)[0])
+    return in_metric_units(curve, plateau_reference(points, curve)[0])
 
 
 def _as_reference(curve: Curve, reference: Reference | float) -> Reference:
     if isinstance(reference, Reference):
         return _in_better_units(curve, reference)
     # a bare number is a known constant (no noise of its own), as a chance level is
-    return Reference(float(_to_better(curve, float(reference))), "chance", 0)
+    return Reference(float(to_better(curve, float(reference))), "chance", 0)
 
 
 def exceeds(curve: Curve, reference: Reference | float) -> np.ndarray:
@@ -166,13 +166,13 @@ def exceeds(curve: Curve, reference: Reference | float) -> np.ndarray:
     value or any noise estimate cannot be shown to depart: False.
     """
     out = np.zeros(len(curve), dtype=bool)
-    points = _points(curve)
+    points = fit_points(curve)
     if len(points):
-        out[points.index] = _departs(points, _as_reference(curve, reference), None)
+        out[points.index] = departs(points, _as_reference(curve, reference), None)
     return out
 
 
-def _departure(points: _Points, above: np.ndarray) -> float | None:
+def first_departure(points: FitPoints, above: np.ndarray) -> float | None:
     departure = None
     # checkpoints at one loss (two models can meet there) must all depart for that loss to count
     for level in np.unique(points.loss):
@@ -187,8 +187,8 @@ def departure_loss(curve: Curve, reference: Reference | float) -> float | None:
     (``exceeds``); None when the lowest-loss checkpoint does not. (``emergence_threshold`` also
     leaves each plateau checkpoint out of its own reference; this function cannot know which they
     are, which matters only when the departure reaches into the plateau.)"""
-    points = _points(curve)
+    points = fit_points(curve)
     if len(points) == 0:
         return None
     ref = _as_reference(curve, reference)
-    return _departure(points, _departs(points, ref, None))
+    return first_departure(points, departs(points, ref, None))

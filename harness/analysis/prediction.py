@@ -38,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from harness import store
+from harness.analysis.curves import Curve, is_proportion
+from harness.analysis.departure import departure_loss, reference_level
 from harness.analysis.points import series_of
-from harness.analysis.thresholds import Curve, departure_loss, is_proportion, reference_level
 
 INTERVAL_LEVEL = 0.90
 MIN_FITTED = 2  # checkpoints at distinct losses needed for a line

@@ -24,11 +24,12 @@ from harness.analysis import prediction
 from harness.analysis.agreement import Agreement, agreement
 from harness.analysis.arguments import AXES, check_report_arguments
 from harness.analysis.correlations import Correlation, correlation_table, loss_correlation
+from harness.analysis.curves import Curve
 from harness.analysis.known_tasks import fill_known
 from harness.analysis.points import prepare_points, read_results
 from harness.analysis.report_pages import prediction_frame, summary_markdown, write_report
 from harness.analysis.shapes import benjamini_hochberg
-from harness.analysis.thresholds import Curve, Threshold, emergence_threshold, with_q
+from harness.analysis.thresholds import Threshold, emergence_threshold, with_q
 from harness.errors import UserError
 from harness.scoring.companions import COMPANION_METRICS
 from harness.table import markdown_table, with_task_loss

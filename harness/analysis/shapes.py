@@ -27,7 +27,7 @@ import numpy as np
 
 from harness.analysis.bootstrap import simulate_curves
 from harness.analysis.broken_stick import GRID_POINTS
-from harness.analysis.curves import _Points
+from harness.analysis.curves import FitPoints
 
 SMOOTH_MIN_SCALE = 0.3  # nats: the smooth alternatives bend over at least this much loss
 SHAPE_ALPHA = 0.05  # "emerged" needs the stick to beat every smooth alternative at this level
@@ -115,7 +115,7 @@ def profile(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> tuple[
     return slope, level, sse
 
 
-def noise_weights(points: _Points, mean: np.ndarray) -> np.ndarray:
+def noise_weights(points: FitPoints, mean: np.ndarray) -> np.ndarray:
     """1 / variance of each checkpoint: binomial at ``mean`` (kept half an item from 0 and 1), else 1/se²."""
     if points.binomial:
         p = np.clip(mean, 0.5 / points.n, 1 - 0.5 / points.n)
@@ -135,7 +135,7 @@ class ShapeTest:
     stick_eta: float
 
 
-def shape_test(points: _Points, exact_match: bool, resamples: int, seed: int,
+def shape_test(points: FitPoints, exact_match: bool, resamples: int, seed: int,
                min_scale: float = SMOOTH_MIN_SCALE) -> ShapeTest:
     """Parametric-bootstrap test of the broken stick against every smooth alternative at once."""
     loss, y = points.loss, points.y

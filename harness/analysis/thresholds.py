@@ -31,8 +31,8 @@ their calibration on simulated sweeps are in ``docs/statistics.md``; in one scre
     broken_stick ─► curves ─► departure ──┐
                        └──► bootstrap ──┴─► thresholds (one curve) ─► agreement (several models)
 
-The names of ``curves``, ``departure``, ``broken_stick`` and ``bootstrap`` that the report, the
-prediction test and ``scripts/calibrate.py`` use are importable from here as well.
+Each name is imported from the module that defines it (``Curve`` from ``curves``, ``departure_loss``
+from ``departure``): this module re-exports nothing.
 """
 
 from __future__ import annotations
@@ -43,44 +43,28 @@ import numpy as np
 from scipy import stats
 
 from harness.analysis.bootstrap import INTERVAL_LEVEL, eta_interval, simulate_curves
-from harness.analysis.broken_stick import GRID_POINTS, BrokenStick, fit_broken_stick
+from harness.analysis.broken_stick import fit_broken_stick
 from harness.analysis.curves import (
     MIN_CHECKPOINTS,
-    PROPORTION_METRICS,
     Curve,
-    _points,
-    _slope_to_metric,
-    _to_metric,
     base_metric,
-    is_proportion,
-    pool,
+    fit_points,
+    slope_to_metric,
+    to_metric,
 )
 from harness.analysis.departure import (
-    CHANCE_REFERENCE_METRICS,
-    MIN_EXCESS_ITEMS,
-    MIN_GAIN,
-    ONE_SIDED_ALPHA,
-    PLATEAU_FRACTION,
     PLATEAU_MIN_POINTS,
     Reference,
-    _departs,
-    _departure,
-    _in_metric_units,
-    _reference,
-    departure_loss,
-    exceeds,
-    reference_level,
+    departs,
+    first_departure,
+    in_metric_units,
+    plateau_reference,
 )
 from harness.analysis.shapes import SHAPE_ALPHA, shape_test
 
 __all__ = [
     "EMERGED", "SMOOTH_RISE", "NO_EMERGENCE", "FROM_START", "INSUFFICIENT", "STATUSES", "MIN_DEPARTURE_POINTS", "MIN_ITEMS",
-    "Threshold", "emergence_threshold",
-    # re-exported from the modules below this one
-    "MIN_CHECKPOINTS", "PROPORTION_METRICS", "Curve", "base_metric", "is_proportion", "pool",
-    "CHANCE_REFERENCE_METRICS", "MIN_EXCESS_ITEMS", "MIN_GAIN", "ONE_SIDED_ALPHA", "PLATEAU_FRACTION",
-    "PLATEAU_MIN_POINTS", "Reference", "departure_loss", "exceeds", "reference_level",
-    "GRID_POINTS", "BrokenStick", "fit_broken_stick", "INTERVAL_LEVEL",
+    "Threshold", "emergence_threshold", "with_q",
 ]
 
 EMERGED = "emerged"
@@ -191,8 +175,8 @@ def _departure_interval(points, mean: np.ndarray, curve: Curve, resamples: int, 
     for y in samples:
         sim = replace(points, y=y, se=np.sqrt(np.clip(y, 0, 1) * (1 - np.clip(y, 0, 1)) / points.n)
                       if points.binomial else points.se)
-        ref, plateau = _reference(sim, curve)
-        d = _departure(sim, _departs(sim, ref, plateau))
+        ref, plateau = plateau_reference(sim, curve)
+        d = first_departure(sim, departs(sim, ref, plateau))
         found.append(float(points.loss.min()) if d is None else d)
     tail = (1 - INTERVAL_LEVEL) / 2
     low, high = np.quantile(found, [tail, 1 - tail])
@@ -202,7 +186,7 @@ def _departure_interval(points, mean: np.ndarray, curve: Curve, resamples: int, 
 def emergence_threshold(curve: Curve, *, resamples: int = 1000, seed: int = 0,
                         departure_interval: bool = True) -> Threshold:
     """Status, reference, departure loss and, when emerged, η with its parametric-bootstrap 90% interval."""
-    points = _points(curve)
+    points = fit_points(curve)
     base = {"metric": curve.metric, "checkpoints": len(points)}
     empty = {"departure_loss": None, "eta": None, "low": None, "high": None, "slope": None}
     if len(points) < MIN_CHECKPOINTS or not points.loss.max() > points.loss.min():
@@ -212,10 +196,10 @@ def emergence_threshold(curve: Curve, *, resamples: int = 1000, seed: int = 0,
     if points.binomial and np.median(points.n) < MIN_ITEMS:
         return Threshold(**base, reference=None, status=INSUFFICIENT, **empty,
                          note=f"{np.median(points.n):.0f} items per checkpoint; at least {MIN_ITEMS} needed")
-    ref, plateau = _reference(points, curve)
-    above = _departs(points, ref, plateau)
-    departure = _departure(points, above)
-    base["reference"] = _in_metric_units(curve, ref)
+    ref, plateau = plateau_reference(points, curve)
+    above = departs(points, ref, plateau)
+    departure = first_departure(points, above)
+    base["reference"] = in_metric_units(curve, ref)
     empty["departure_loss"] = departure
     notes = ["stderr estimated from the fit's residuals"] if points.se_from_residuals else []
     departed = 0 if departure is None else int((points.loss <= departure).sum())
@@ -229,7 +213,7 @@ def emergence_threshold(curve: Curve, *, resamples: int = 1000, seed: int = 0,
         whole_p = _above_chance_p(points, ref.chance) if ref.chance is not None else None
         from_start = (whole_p is not None and whole_p < FROM_START_ALPHA and flat_p >= FLAT_ALPHA)
         if from_start:
-            level = float(_to_metric(curve, points.k.sum() / points.n.sum() if points.binomial else
+            level = float(to_metric(curve, points.k.sum() / points.n.sum() if points.binomial else
                                      (points.y / points.se**2).sum() / (1 / points.se**2).sum()))
             notes.insert(0, f"level {level:.4g} above chance {base['reference'].chance:.4g} (every checkpoint pooled, "
                             f"p = {whole_p:.2g}), curve consistent with flat (p = {flat_p:.2g})")
@@ -247,7 +231,7 @@ def emergence_threshold(curve: Curve, *, resamples: int = 1000, seed: int = 0,
         interval = _departure_interval(points, shape.smooth_mean, curve, min(resamples, DEPARTURE_RESAMPLES), seed)
         interval = (min(interval[0], departure), max(interval[1], departure))  # the hull with the estimate, as for η
     shape_fields = {"shape_p": shape.p_value, "smooth": shape.smooth,
-                    "smooth_slope": _slope_to_metric(curve, shape.smooth_slope),
+                    "smooth_slope": slope_to_metric(curve, shape.smooth_slope),
                     "departure_low": interval[0], "departure_high": interval[1], "stick_eta": fit.eta}
     above_eta = int((points.loss > fit.eta + 1e-9).sum())
     # every checkpoint below the plateau departs: the rise began before the data did
@@ -264,4 +248,4 @@ def emergence_threshold(curve: Curve, *, resamples: int = 1000, seed: int = 0,
     low, high = eta_interval(points, fit, resamples, seed)
     notes.insert(0, f"threshold supported over every smooth alternative (shape p = {shape.p_value:.2g})")
     return Threshold(**base, status=EMERGED, departure_loss=departure, eta=fit.eta, low=low, high=high,
-                     slope=_slope_to_metric(curve, fit.slope), note="; ".join(notes), **shape_fields)
+                     slope=slope_to_metric(curve, fit.slope), note="; ".join(notes), **shape_fields)
