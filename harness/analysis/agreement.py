@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from harness.analysis.bootstrap import INTERVAL_LEVEL, simulate_curves
+from harness.analysis.broken_stick import INTERVAL_LEVEL, simulate_curves
 from harness.analysis.curves import Curve, FitPoints, fit_points, pool
 from harness.analysis.shapes import Family, smooth_family, stick_family
 from harness.analysis.thresholds import (

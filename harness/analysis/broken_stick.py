@@ -1,17 +1,27 @@
-"""The broken stick y = c + a·max(η − L, 0), a ≥ 0: flat above the loss η, rising linearly below it.
+"""The broken stick y = c + a·max(η − L, 0), a ≥ 0: flat above the loss η, rising linearly below it,
+and its parametric bootstrap (docs/statistics.md, "η").
 
-Plain arrays in, plain numbers out; nothing here knows about metrics, noise or statuses. ``stick_profile``
-fits every candidate η of a grid at once, for one curve or a stack of simulated ones (the bootstrap
-in ``harness.analysis.bootstrap`` and the agreement test in ``harness.analysis.agreement`` refit
-thousands of curves through it); ``fit_broken_stick`` refines the best grid cell.
+``stick_profile`` fits every candidate η of a grid at once, for one curve or a stack of simulated ones;
+``fit_broken_stick`` refines the best grid cell. The bootstrap draws curves around a fit with each
+checkpoint's own noise and refits them on the grid for η's INTERVAL_LEVEL interval:
+
+    FitPoints + BrokenStick ─► simulate_curves (binomial at each n, or normal with each se)
+        ─► refit on the η grid (stick_profile) ─► eta_interval
+
+The agreement test across models (``harness.analysis.agreement``) and the shape test
+(``harness.analysis.shapes``) draw their null curves with ``simulate_curves`` too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import optimize
+
+if TYPE_CHECKING:  # curves imports this module (its residual noise is a broken-stick fit's)
+    from harness.analysis.curves import FitPoints
 
 GRID_POINTS = 400  # η candidates across the observed losses (refined for the point estimate)
 
@@ -75,3 +85,43 @@ def fit_broken_stick(loss: np.ndarray, y: np.ndarray, refine: bool = True) -> Br
 
 def stick_mean(loss: np.ndarray, fit: BrokenStick) -> np.ndarray:
     return fit.level + fit.slope * np.clip(fit.eta - loss, 0.0, None)
+
+
+# ---------------------------------------------------------------------- the parametric bootstrap
+
+INTERVAL_LEVEL = 0.90
+
+
+def simulate_curves(points: FitPoints, mean: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``resamples`` curves (B, m) drawn around ``mean`` with each checkpoint's own noise."""
+    if points.binomial:
+        p = np.clip(mean, 0.0, 1.0)
+        return rng.binomial(points.n.astype(np.int64), p, size=(resamples, len(p))) / points.n
+    return mean + points.se * rng.standard_normal((resamples, len(mean)))
+
+
+def eta_interval(points: FitPoints, fit: BrokenStick, resamples: int, seed: int) -> tuple[float, float]:
+    """INTERVAL_LEVEL interval for η from curves simulated from the fit with each checkpoint's own noise.
+
+    Two intervals come from the same resamples, and the answer is their hull (both contain η̂):
+    - percentile: the central INTERVAL_LEVEL of η* refitted on each resample (a flat refit saw no
+      rise in range: its η* is the lowest observed loss);
+    - profile: every η whose observed SSE(η) − SSE(η̂) is within the INTERVAL_LEVEL quantile of the
+      same statistic at the truth of the resamples, D* = SSE*(η̂) − min_η SSE*(η) (a test inversion).
+    On simulated sweeps each alone undercovers in one regime (the percentile interval for binomial
+    curves rising from 0, the profile one for accuracy rising from chance); the hull covers 85–95%
+    in both (docs/statistics.md, scripts/calibrate.py).
+    """
+    rng = np.random.default_rng(seed)
+    etas = eta_grid(points.loss)
+    samples = simulate_curves(points, stick_mean(points.loss, fit), resamples, rng)
+    slope, _, sse = stick_profile(points.loss, samples, etas)
+    best = np.argmin(sse, axis=1)
+    refits = np.where(slope[np.arange(resamples), best] > 0, etas[best], float(points.loss.min()))
+    tail = (1 - INTERVAL_LEVEL) / 2
+    low, high = np.quantile(refits, [tail, 1 - tail])
+    at_fit = int(np.argmin(np.abs(etas - fit.eta)))
+    cutoff = float(np.quantile(sse[:, at_fit] - sse[np.arange(resamples), best], INTERVAL_LEVEL))
+    observed = stick_profile(points.loss, points.y, etas)[2]
+    inside = etas[observed - observed.min() <= cutoff]  # holds the grid's best η at least
+    return min(float(inside.min()), float(low), fit.eta), max(float(inside.max()), float(high), fit.eta)

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.analysis.bootstrap import simulate_curves
-from harness.analysis.broken_stick import GRID_POINTS
+from harness.analysis.broken_stick import GRID_POINTS, simulate_curves
 from harness.analysis.curves import FitPoints
 
 SMOOTH_MIN_SCALE = 0.3  # nats: the smooth alternatives bend over at least this much loss

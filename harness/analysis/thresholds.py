@@ -28,8 +28,8 @@ their calibration on simulated sweeps are in ``docs/statistics.md``; in one scre
   curve against the same curve shifted along the loss per size, with a parametric-bootstrap null and
   the largest shift's interval.
 
-    broken_stick ─► curves ─► departure ──┐
-                       └──► bootstrap ──┴─► thresholds (one curve) ─► agreement (several models)
+    broken_stick (the fit and its bootstrap) ─► curves ─► departure ─► shapes ─► thresholds (one curve)
+        ─► agreement (several models)
 
 Each name is imported from the module that defines it (``Curve`` from ``curves``, ``departure_loss``
 from ``departure``): this module re-exports nothing.
@@ -42,8 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-from harness.analysis.bootstrap import INTERVAL_LEVEL, eta_interval, simulate_curves
-from harness.analysis.broken_stick import fit_broken_stick
+from harness.analysis.broken_stick import INTERVAL_LEVEL, eta_interval, fit_broken_stick, simulate_curves
 from harness.analysis.curves import (
     MIN_CHECKPOINTS,
     Curve,
