@@ -28,7 +28,7 @@ PYTHIA_V1_EVAL_DTYPE = "float16"
 # lm-eval 0.3 task names whose prompts differ from our task of the same name (lm-eval 0.4.13's),
 # mapped to our replicas of 0.3.0 (tasks/pythia_zeroshot_v0.yaml; hendrycksTest-<s> is mmlu_pythia_v0:<s>).
 # The other Pythia tasks (lambada_openai, piqa, winogrande, logiqa, arc_easy, arc_challenge) are
-# identical in both versions (tests/test_tasks_pythia_v0.py).
+# identical in both versions (tests/items/test_tasks_pythia_v0.py).
 LM_EVAL_V03_TASK_NAMES: dict[str, str] = {"sciq": "sciq_pythia_v0", "wsc": "wsc_pythia_v0"}
 
 # Tokens per optimizer step in Pythia's training: 1024 sequences x 2048 tokens.
@@ -37,7 +37,7 @@ PYTHIA_TOKENS_PER_STEP = 2_097_152
 # Model size -> (total parameters, non-embedding parameters), as in the Pythia paper (Biderman et al.
 # 2023, Table 1) and the model cards; 14m (released after the paper) from its config by the same rule.
 # GPT-NeoX unties its embeddings, so non-embedding = total - 2 * vocab * d_model, with the vocabulary
-# padded to 50304 up to 2.8b, 50432 for 6.9b and 50688 for 12b (tests/test_pythia.py checks every
+# padded to 50304 up to 2.8b, 50432 for 6.9b and 50688 for 12b (tests/interop/test_pythia.py checks every
 # entry against that rule and against a transformers model built from each size's config).
 PYTHIA_PARAMS: dict[str, tuple[int, int]] = {
     "14m": (14_067_712, 1_189_888),

@@ -7,7 +7,7 @@ error and the target from docs/statistics.md:
 
     python scripts/calibrate.py --runs 300 --seed 0
 
-tests/test_calibration.py runs the same cases with fewer runs.
+tests/analysis/test_calibration.py runs the same cases with fewer runs.
 """
 
 from __future__ import annotations

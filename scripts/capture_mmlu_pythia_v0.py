@@ -11,7 +11,7 @@ It builds 0.3.0's ``GeneralHendrycksTest`` for two subjects from the MMLU excerp
 tests/fixtures/data/mmlu, runs 0.3.0's own evaluator logic (shuffle with Random(42), then
 ``fewshot_context`` and ``construct_requests`` per doc) zero-shot and 2-shot, and writes every
 request's (context, continuation) and the gold index of the first three test rows (in file order)
-to tests/fixtures/lm_eval_030/hendrycks_test.json.  tests/test_tasks_mmlu_pythia_v0.py asserts that
+to tests/fixtures/lm_eval_030/hendrycks_test.json.  tests/items/test_tasks_mmlu_pythia_v0.py asserts that
 our items equal them.  scripts/capture_pythia_v0.py does the same for Pythia's other eight tasks, and
 its docstring gives the evidence that 0.3.0 is the task code Pythia's published files were made with.
 

@@ -27,7 +27,7 @@ and writes, per document in file order, every request's (context, continuation) 
 the gold, and ``process_results`` on probe log-likelihoods (ties, and lengths with and without the
 leading space disagreeing) to tests/fixtures/lm_eval_030/pythia_tasks.json.  When
 ``../shared/data`` is there it also records, per task, a sha256 of the requests and golds of the
-whole evaluation split (ARC excepted: no copy at hand), which tests/test_tasks_pythia_v0.py compares
+whole evaluation split (ARC excepted: no copy at hand), which tests/items/test_tasks_pythia_v0.py compares
 with our items when it finds the same data.
 
 Three things are bypassed because they need the network or packages 0.3.0 pinned to old versions:

@@ -153,7 +153,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, nargs="+", help="training threads, each a run per seed (default the demo's)")
-    parser.add_argument("--quick", action="store_true", help="the reduced demo (tests/test_demo.py's)")
+    parser.add_argument("--quick", action="store_true", help="the reduced demo (tests/demo/test_demo.py's)")
     parser.add_argument("--root", type=Path, default=Path("results"), help="where the runs' folders go (default results/)")
     args = parser.parse_args()
     outs, seconds = {}, {}

@@ -6,7 +6,7 @@
 Trains only the largest size of ``harness.demo.pipeline.QUICK`` (each size is trained on its own, from the
 seed, so its weights are those of the full quick suite with the same seed and thread count), sweeps
 its first and last checkpoints with the demo's own sweep config, and prints one row per
-(seed, threads): the quantities ``tests/test_demo.py::test_quick_demo_end_to_end`` asserts on the
+(seed, threads): the quantities ``tests/demo/test_demo.py::test_quick_demo_end_to_end`` asserts on the
 largest size. ``--set field=value`` tries another SuiteConfig value (numbers only) before changing QUICK.
 Suites are kept under ``--out`` (default results/quick-margins), so a rerun only re-reads them.
 """

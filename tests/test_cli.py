@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import FIXTURES, eval_items
+from conftest import FIXTURES, eval_items, run_harness
 
 DATA = FIXTURES / "data"
 TASKS = "mmlu:abstract_algebra,gsm8k,bigbench:modified_arithmetic"
-
-
-def run_harness(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    # one thread: the tiny model gains nothing from two, and on a busy 2-core machine they contend
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, env=full_env, timeout=600
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,7 @@ def test_readme_snippets_run_as_copied(tmp_path):
            "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for language, code, line in runnable_blocks(README.read_text(encoding="utf-8")):
         if language == "python":
-            command = [sys.executable, "-c", PREAMBLE.format(tests=str(Path(__file__).parent)) + "\n" + code]
+            command = [sys.executable, "-c", PREAMBLE.format(tests=str(FIXTURES.parent)) + "\n" + code]
         else:
             command = ["bash", "-e", "-o", "pipefail", "-c", code]
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

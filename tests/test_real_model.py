@@ -11,9 +11,8 @@ from io import StringIO
 
 import pandas as pd
 import pytest
-from test_cli import run_harness
 
-from conftest import FIXTURES
+from conftest import FIXTURES, run_harness
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ Results imported from lm-evaluation-harness (`harness import-lm-eval`, e.g. Pyth
 carry a value and a standard error but no item count and no random baseline; without them SciQ's
 reference could sit below chance and every proportion was treated as a normal with its stderr. The
 counts are the evaluated splits' sizes (each one equals p(1 − p)/stderr² + 1 on Pythia's published
-rows, tests/test_known_tasks.py); the chance level is 1 / choices. Only missing values are filled.
+rows, tests/analysis/test_report_text.py); the chance level is 1 / choices. Only missing values are filled.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ FULL = SuiteConfig(
     dense_checkpoints=16,
     dense_from=0.2,
 )
-# The reduced demo (tests/test_demo.py): the full demo without its largest size, on one thread (the test
+# The reduced demo (tests/demo/test_demo.py): the full demo without its largest size, on one thread (the test
 # machine is shared). Everything else is the full demo's, so each of its sizes is the full suite's size
 # trained with the same seed and thread count (the weights of a size do not depend on the others): its
 # curves are two of the full demo's three, and its verdicts those of the same data with one size fewer.

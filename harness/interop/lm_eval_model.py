@@ -13,7 +13,7 @@ every lm-eval task runs with shared-prefix scoring and batched greedy decoding:
 
 Tokenization, truncation and scoring are lm-eval 0.4.13's ``HFLM`` rules (the engine replicates
 them), so per-item log-probabilities equal ``--model hf`` within float noise and generations are
-identical (``tests/test_lm_eval_backend.py`` checks both).
+identical (``tests/interop/test_lm_eval_backend.py`` checks both).
 
 lm-eval 0.4.13 has no plugin discovery: ``lm_eval --model NAME`` only knows the models named in
 ``lm_eval.models``.  Importing this module registers ours, so

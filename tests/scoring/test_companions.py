@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_engine import reference_loglikelihood
 
 from harness.engine import Engine
 from harness.items import registry
@@ -20,7 +19,7 @@ from harness.scoring.companions import GoldContinuation, companion_scores, edit_
 from harness.scoring.metrics import rouge_scores
 from harness.spec import BuildOptions
 
-from conftest import FIXTURES
+from conftest import FIXTURES, reference_loglikelihood
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

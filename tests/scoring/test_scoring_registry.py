@@ -15,7 +15,7 @@ from harness.items import registry as tasks
 from harness.requests import Item
 from harness.scoring import companions, extraction, records, registry
 
-ROOT = Path(__file__).resolve().parents[1] / "harness"
+ROOT = Path(__file__).resolve().parents[2] / "harness"
 DOWNSTREAM = ("scoring", "engine", "runs")
 GENERATIVE = [spec for spec in tasks.all_specs().values() if spec.output_type == "generate"]
 

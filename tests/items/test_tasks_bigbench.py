@@ -7,7 +7,6 @@ files (Apache-2.0, see LICENSE there) with every other field byte-for-byte as pu
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,9 @@ from harness.items.families import bigbench
 from harness.items.registry import TaskSelection, all_specs, load_prompt, resolve
 from harness.spec import BuildOptions
 
-DATA = Path(__file__).parent / "fixtures" / "data"
+from conftest import FIXTURES
+
+DATA = FIXTURES / "data"
 
 ADDITION_HEAD = "In the following lines, the symbol -> represents a simple mathematical operation.\n"
 BOOKS_1 = (

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_engine import OOM_ERRORS, PROMPTS, fail_above
 
 from harness.engine import Engine
 from harness.engine.loglikelihood import ScoringRow, disjoint_windows, rolling_windows
+
+from conftest import OOM_ERRORS, PROMPTS, fail_above
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

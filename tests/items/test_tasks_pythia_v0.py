@@ -24,12 +24,11 @@ from harness.scoring import records as scoring
 from harness.spec import BuildOptions
 from harness.task_listing import describe_tasks
 
-from conftest import evaluate_tiny, hub_dataset_repo
+from conftest import FIXTURES, evaluate_tiny, hub_dataset_repo
 
-FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"
 EDGE = DATA / "pythia_v0_edge"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CAPTURED = json.loads((FIXTURES / "lm_eval_030" / "pythia_tasks.json").read_text(encoding="utf-8"))
 TASKS = sorted(CAPTURED["tasks"])  # lm-eval 0.3 names of Pythia's eight zero-shot tasks
 IDENTICAL = ("arc_challenge", "arc_easy", "lambada_openai", "logiqa", "piqa", "winogrande")

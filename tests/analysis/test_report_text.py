@@ -6,7 +6,6 @@ published evals, tests/fixtures/pythia_v0_excerpt.csv)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -30,7 +29,9 @@ from harness.analysis.thresholds import (
     with_q,
 )
 
-EXCERPT = Path(__file__).parent / "fixtures" / "pythia_v0_excerpt.csv"
+from conftest import FIXTURES
+
+EXCERPT = FIXTURES / "pythia_v0_excerpt.csv"
 
 
 def _sweep(p_at, seed: int, items: int = 1000, chance: float = 0.25, finals=(2.6, 2.3, 2.0)) -> Curve:

@@ -14,9 +14,9 @@ from harness.errors import UserError
 from harness.items import registry, sources
 from harness.spec import BuildOptions
 
-from conftest import HUB_COMMIT, hub_dataset_repo
+from conftest import FIXTURES, HUB_COMMIT, hub_dataset_repo
 
-DATA = Path(__file__).parent / "fixtures" / "data"
+DATA = FIXTURES / "data"
 
 
 # --- local readers ------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from harness.scoring import metrics
 from harness.scoring import records as scoring
 from harness.spec import BuildOptions
 
-from conftest import assert_scores_equal_lm_eval, evaluate_tiny
+from conftest import FIXTURES, assert_scores_equal_lm_eval, evaluate_tiny
 
-DATA = Path(__file__).parent / "fixtures" / "data"
+DATA = FIXTURES / "data"
 LOCAL = BuildOptions(data_dir=DATA)
 TASKS = ("lambada_openai", "piqa", "sciq", "winogrande", "wsc", "logiqa")
 

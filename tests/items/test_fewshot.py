@@ -12,7 +12,7 @@ import pytest
 
 from harness.items import fewshot
 
-ITEMS = Path(__file__).resolve().parents[1] / "harness" / "items"
+ITEMS = Path(__file__).resolve().parents[2] / "harness" / "items"
 
 
 def test_first_k_takes_the_pool_in_order_and_leaves_the_item_out():

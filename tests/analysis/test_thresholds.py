@@ -1,5 +1,5 @@
 """Thresholds on synthetic curves with a known answer, and on hand-computed cases (the calibration of
-the rates lives in tests/test_calibration.py)."""
+the rates lives in tests/analysis/test_calibration.py)."""
 
 from __future__ import annotations
 

@@ -4,46 +4,14 @@ exp(target_logprob) is each item's probability of an exact match, one where it i
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from harness import store
 from harness.analysis import prediction
 
-LOSSES = tuple(np.round(np.linspace(4.0, 2.0, 13), 4))
-ITEMS = 400
-
-
-def per_token_trend(loss: float) -> float:
-    # the mean per-token log-prob of the gold answer rises linearly as the loss falls
-    return -2.5 * (loss - 2.0) - 0.1
-
-
-def synthetic_items(*, surrogate_predicts: bool, seed: int = 0) -> pd.DataFrame:
-    """One row per checkpoint × item (prediction.ITEM_COLUMNS).
-
-    ``surrogate_predicts``: each item succeeds with probability exp(target_logprob), so exact match
-    rises steeply where the log-probs near 0.  Otherwise the log-probs follow the same smooth trend
-    but success is a step unrelated to them: 70% of items from loss 2.6 down, none before.
-    """
-    rng = np.random.default_rng(seed)
-    offsets = rng.normal(0.0, 0.3, ITEMS)
-    tokens = rng.integers(2, 5, ITEMS)
-    rows = []
-    for k, loss in enumerate(LOSSES):
-        per_token = np.minimum(per_token_trend(loss) + offsets, 0.0)
-        logprob = per_token * tokens
-        if surrogate_predicts:
-            exact = rng.random(ITEMS) < np.exp(logprob)
-        else:
-            exact = (rng.random(ITEMS) < 0.7) & (loss <= 2.6)
-        rows += [{"checkpoint": f"step-{k}", "series": "org/toy", "params": 1e6, "loss": float(loss), "task": "toy", "doc_id": i,
-                  "exact": float(exact[i]), "target_logprob": float(logprob[i]), "target_num_tokens": int(tokens[i])}
-                 for i in range(ITEMS)]
-    return pd.DataFrame(rows, columns=prediction.ITEM_COLUMNS)
+from conftest import SYNTHETIC_ITEMS, SYNTHETIC_LOSSES, per_token_trend, synthetic_items, write_item_sweep
 
 
 def test_the_surrogate_recovers_a_jump_it_causes():
@@ -63,7 +31,7 @@ def test_the_surrogate_recovers_a_jump_it_causes():
     points = result.points
     assert list(points["role"]) == ["fitted"] * result.fitted + ["held out"] * result.held_out
     # the per-checkpoint prediction is the mean of exp(log-prob) over items, by hand at the last checkpoint
-    last = items[items["loss"] == LOSSES[-1]]
+    last = items[items["loss"] == SYNTHETIC_LOSSES[-1]]
     assert points["surrogate"].iloc[-1] == pytest.approx(np.exp(last["target_logprob"]).mean(), abs=0.01)
 
 
@@ -83,9 +51,9 @@ def test_the_surrogate_reports_failure_when_it_does_not_drive_exact_match():
 def test_a_given_cut_and_an_untestable_one():
     items = synthetic_items(surrogate_predicts=True)
     result = prediction.prediction_test(items, "toy", "exact_match", cut=3.3, resamples=100)
-    assert result.cut_source == "given" and result.fitted == int((np.array(LOSSES) > 3.3).sum())
+    assert result.cut_source == "given" and result.fitted == int((np.array(SYNTHETIC_LOSSES) > 3.3).sum())
     result = prediction.prediction_test(items, "toy", "exact_match", cut_quantile=0.25, resamples=100)
-    assert result.cut == pytest.approx(float(np.quantile(LOSSES, 0.25))) and result.held_out == 4
+    assert result.cut == pytest.approx(float(np.quantile(SYNTHETIC_LOSSES, 0.25))) and result.held_out == 4
     result = prediction.prediction_test(items, "toy", "exact_match", cut=3.9, resamples=100)
     assert result.surrogate_mae is None and result.note.startswith("not testable: 1 checkpoints fitted and 12 held out")
 
@@ -94,7 +62,7 @@ def test_no_departure_leaves_only_the_errors_to_compare():
     items = synthetic_items(surrogate_predicts=True)
     items["exact"] = 0.0
     result = prediction.prediction_test(items, "toy", "exact_match", resamples=100)
-    assert result.measured_departure is None and result.cut == pytest.approx(float(np.median(LOSSES)))
+    assert result.measured_departure is None and result.cut == pytest.approx(float(np.median(SYNTHETIC_LOSSES)))
     assert result.surrogate_inside is None and "no departure" in result.note
 
 
@@ -129,17 +97,17 @@ def family_items(seed: int = 0) -> pd.DataFrame:
     """Three models whose items succeed with probability exp(target_logprob), the log-prob a function of
     the loss alone (the same items at every checkpoint): the largest reaches the lowest losses."""
     rng = np.random.default_rng(seed)
-    offsets = rng.normal(0.0, 0.3, ITEMS)
-    tokens = rng.integers(2, 5, ITEMS)
+    offsets = rng.normal(0.0, 0.3, SYNTHETIC_ITEMS)
+    tokens = rng.integers(2, 5, SYNTHETIC_ITEMS)
     rows = []
     for name, params, losses in (("small", 1e6, np.linspace(4.0, 3.0, 6)), ("medium", 4e6, np.linspace(4.0, 2.6, 6)),
                                  ("large", 1.6e7, np.linspace(4.0, 2.0, 8))):
         for k, loss in enumerate(np.round(losses, 4)):
             logprob = np.minimum(per_token_trend(loss) + offsets, 0.0) * tokens
-            exact = rng.random(ITEMS) < np.exp(logprob)
+            exact = rng.random(SYNTHETIC_ITEMS) < np.exp(logprob)
             rows += [{"checkpoint": f"{name}/step-{k}", "series": f"org/{name}", "params": params, "loss": float(loss),
                       "task": "toy", "doc_id": i, "exact": float(exact[i]), "target_logprob": float(logprob[i]),
-                      "target_num_tokens": int(tokens[i])} for i in range(ITEMS)]
+                      "target_num_tokens": int(tokens[i])} for i in range(SYNTHETIC_ITEMS)]
     return pd.DataFrame(rows, columns=prediction.ITEM_COLUMNS)
 
 
@@ -165,39 +133,6 @@ def test_exact_match_metric_choice():
     assert prediction.exact_match_metric("exact_match_strict", {"exact_match_strict", "target_logprob"}) == "exact_match_strict"
     assert prediction.exact_match_metric("bleu", {"bleu", "exact_match"}) == "exact_match"
     assert prediction.exact_match_metric("bleu", {"bleu"}) is None
-
-
-def write_item_sweep(root: Path, items: pd.DataFrame, task: str = "toy") -> Path:
-    """Checkpoint folders as the runner writes them (one finished task unit and its item log each)
-    holding ``items``, one per checkpoint, and a loss unit."""
-    for step, (checkpoint, rows) in enumerate(items.groupby("checkpoint", sort=False)):
-        loss = float(rows["loss"].iloc[0])
-        exact = rows["exact"].to_numpy()
-        logprob = rows["target_logprob"].to_numpy()
-        entry = lambda value, higher=True: {"value": float(value), "stderr": 0.01, "n": len(rows),  # noqa: E731
-                                           "random_baseline": None, "higher_is_better": higher}
-        model, params = str(rows["series"].iloc[0]), int(rows["params"].iloc[0])
-        folder = root / store.checkpoint_dirname(model, f"step{step}")
-        common = {"status": "done", "finished": f"2026-01-01T00:00:0{step % 10}", "name": model, "step": step,
-                  "model": {"model": model, "revision": f"step{step}", "params_non_embedding": params}}
-        key = f"task{step:020d}"
-        store.write_json_atomic(store.unit_path(folder, key), {
-            **common, "kind": "task", "key": key, "task": task, "items": f"{key}.items.jsonl", "stats": {},
-            "tasks": {task: {"parent": None, "primary_metric": "exact_match", "metrics": {
-                "exact_match": entry(exact.mean()), "target_logprob": entry(logprob.mean()),
-                "target_logprob_per_token": entry((logprob / rows["target_num_tokens"]).mean()),
-                "token_edit_distance": entry(3 * (1 - exact.mean()), higher=False),
-            }}},
-        })
-        store.write_json_atomic(store.unit_path(folder, f"loss{step:020d}"), {
-            **common, "kind": "loss", "key": f"loss{step:020d}", "task": "loss", "loss": {"loss": loss, "source": "corpus"},
-        })
-        store.write_jsonl_atomic(store.unit_items_path(folder, key), [
-            {"task": task, "doc_id": int(r.doc_id), "metrics": {"exact_match": r.exact, "target_logprob": r.target_logprob},
-             "target_logprobs": [r.target_logprob, r.target_logprob - 5.0], "target_num_tokens": [int(r.target_num_tokens), 9]}
-            for r in rows.itertuples()
-        ] + [{"task": "other", "doc_id": 0, "metrics": {"acc": 1.0}}])
-    return root
 
 
 def test_item_records_are_read_back_from_results_folders(tmp_path):

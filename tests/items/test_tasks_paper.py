@@ -25,9 +25,8 @@ from harness.scoring import companions, extraction
 from harness.scoring import records as scoring
 from harness.spec import BuildOptions
 
-from conftest import assert_scores_equal_lm_eval, hub_dataset_repo
+from conftest import FIXTURES, assert_scores_equal_lm_eval, hub_dataset_repo
 
-FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"
 HUB_ROWS = FIXTURES / "hub"
 LOCAL = BuildOptions(data_dir=DATA)

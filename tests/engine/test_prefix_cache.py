@@ -8,13 +8,14 @@ from os.path import commonprefix
 
 import pytest
 import torch
-from test_engine import OOM_ERRORS, fail_above, reference_greedy, reference_loglikelihood, reference_split
 from transformers import MistralConfig, MistralForCausalLM
 
 from harness.engine import Engine
 from harness.engine.prefix_cache import Branch, plan_shared_prefixes, supports_prefix_cache
 from harness.engine.token_accounting import count_forwarded_tokens, forwarded_tokens
 from harness.requests import GenerationRequest, LoglikelihoodRequest
+
+from conftest import OOM_ERRORS, fail_above, reference_greedy, reference_loglikelihood, reference_split
 
 # ---------------------------------------------------------------------- the plan, by hand
 

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +16,8 @@ from harness.requests import Item, LoglikelihoodResult
 from harness.scoring import records as scoring
 from harness.spec import BuildOptions
 
-from conftest import evaluate_tiny
+from conftest import FIXTURES, evaluate_tiny
 
-FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"
 CAPTURED = json.loads((FIXTURES / "lm_eval_030" / "hendrycks_test.json").read_text(encoding="utf-8"))
 

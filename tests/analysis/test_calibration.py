@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "calibrate.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "calibrate.py"
 RUNS = 60  # Monte-Carlo stderr ≤ 0.065 on a rate; the targets sit far from the measured rates
 COVERAGE_RUNS = 100  # per case: stderr 0.03 on a 90% coverage; checked against the 85–95% band widened by 1 stderr
 AGREEMENT_RUNS = 10  # the agreement test is the costly part (a bootstrap of a refit per resample)

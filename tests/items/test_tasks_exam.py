@@ -18,7 +18,9 @@ from harness.items import fewshot, registry
 from harness.items.families import choice_exam
 from harness.spec import BuildOptions
 
-DATA = Path(__file__).parent / "fixtures" / "data"
+from conftest import FIXTURES
+
+DATA = FIXTURES / "data"
 LOCAL = BuildOptions(data_dir=DATA)
 
 

@@ -247,7 +247,7 @@ def test_report_user_errors(tmp_path):
 # --- generative tasks: companions and the prediction test -------------------------------------------
 
 def test_generative_tasks_get_companion_figures_and_the_prediction_test(tmp_path, capsys):
-    from test_prediction import synthetic_items, write_item_sweep
+    from conftest import synthetic_items, write_item_sweep
 
     results = write_item_sweep(tmp_path / "results", synthetic_items(surrogate_predicts=True))
     out = tmp_path / "out"
@@ -284,7 +284,7 @@ def test_generative_tasks_get_companion_figures_and_the_prediction_test(tmp_path
 
 
 def test_a_given_cut_reaches_the_prediction_test(tmp_path, capsys):
-    from test_prediction import synthetic_items, write_item_sweep
+    from conftest import synthetic_items, write_item_sweep
 
     results = write_item_sweep(tmp_path / "results", synthetic_items(surrogate_predicts=False))
     assert report.run(report_args(results, tmp_path / "out", "--cut", "3.3")) == 0
@@ -296,7 +296,7 @@ def test_a_given_cut_reaches_the_prediction_test(tmp_path, capsys):
 
 def test_generative_results_without_loss_draw_their_companions_against_step(tmp_path, monkeypatch, capsys):
     """A plain `harness eval` without --loss-corpus (or imported results) still gets its report."""
-    from test_prediction import synthetic_items, write_item_sweep
+    from conftest import synthetic_items, write_item_sweep
 
     results = write_item_sweep(tmp_path / "results", synthetic_items(surrogate_predicts=True))
     table = results_table(results).assign(loss=float("nan"))

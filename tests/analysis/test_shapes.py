@@ -1,6 +1,6 @@
 """Threshold or smooth rise (harness.analysis.shapes and the statuses built on it), on seeded curves whose
 truth is known, and the hand-computable pieces (the Benjamini-Hochberg step, the flatness test).
-The rates are calibrated in tests/test_calibration.py and scripts/calibrate.py."""
+The rates are calibrated in tests/analysis/test_calibration.py and scripts/calibrate.py."""
 
 from __future__ import annotations
 

@@ -14,22 +14,15 @@ from harness.engine.models import context_length
 from harness.errors import UserError
 from harness.requests import GenerationRequest, LoglikelihoodRequest
 
-NON_ASCII = " café — 12€"  # 1+1+1+1+2 + 1+3 + 1+1+1+3 UTF-8 bytes
-PROMPTS = [  # very different lengths, from one token to ~150
-    "Q",
-    "The quick brown",
-    "Question: What is 12 plus 30? Answer:",
-    "A. first\nB. second\nC. third\nD. fourth\nAnswer:",
-    "102 + 435 -> 537\n860 + 270 -> 1130\n106 + 71 ->",
-    "The following are multiple choice questions (with answers) about anatomy.\n\n" * 3 + "Question:",
-    "Q: There are 15 trees in the grove. A: 21 - 15 = 6. The answer is 6.\n\n" * 4 + "Q:",
-    "$1,000.00 is",
-    "In the following lines, the symbol -> represents a simple mathematical operation.\n",
-    "The quick brown fox jumps over the lazy dog. " * 6,
-    "Answer: A",
-    "12",
-]
-
+from conftest import (
+    NON_ASCII,
+    OOM_ERRORS,
+    PROMPTS,
+    fail_above,
+    reference_greedy,
+    reference_loglikelihood,
+    reference_split,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,45 +33,6 @@ def make_engine(model_and_tokenizer, **kwargs) -> Engine:
 
 
 # ---------------------------------------------------------------------- independent references
-
-
-def reference_split(tokenizer, context: str, continuation: str, bos: bool = False) -> tuple[list[int], list[int]]:
-    """The boundary rule, written out: trailing context spaces open the continuation."""
-    prefix = [tokenizer.bos_token_id] if bos else []
-    if context == "":
-        return [tokenizer.bos_token_id], tokenizer.encode(continuation)
-    stripped = context.rstrip()
-    context_ids = prefix + tokenizer.encode(stripped)
-    whole = prefix + tokenizer.encode(stripped + context[len(stripped) :] + continuation)
-    assert whole[: len(context_ids)] == context_ids
-    return context_ids, whole[len(context_ids) :]
-
-
-@torch.no_grad()
-def reference_loglikelihood(model, context_ids, continuation_ids, max_length=None) -> tuple[float, bool]:
-    """One unbatched forward over the concatenation; float64 log-softmax at the continuation positions."""
-    tokens = context_ids + continuation_ids
-    if max_length is not None:
-        tokens = tokens[-(max_length + 1) :]
-    logits = model(torch.tensor([tokens[:-1]])).logits[0].double()
-    logprobs = logits.log_softmax(-1)[-len(continuation_ids) :]
-    target = torch.tensor(continuation_ids)
-    total = logprobs[torch.arange(len(continuation_ids)), target].sum().item()
-    return total, bool((logprobs.argmax(-1) == target).all())
-
-
-@torch.no_grad()
-def reference_greedy(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    """Greedy decoding by re-running the whole growing sequence each step: no cache, no padding."""
-    ids = list(prompt_ids)
-    new: list[int] = []
-    for _ in range(max_new_tokens):
-        token = int(model(torch.tensor([ids])).logits[0, -1].argmax())
-        new.append(token)
-        ids.append(token)
-        if token == tokenizer.eos_token_id:
-            break
-    return new
 
 
 # ---------------------------------------------------------------------- log-likelihood
@@ -334,28 +288,6 @@ def test_generation_truncates_the_prompt_from_the_left(model_and_tokenizer):
 
 
 # ---------------------------------------------------------------------- out-of-memory back-off
-
-OOM_ERRORS = [
-    lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-    lambda: RuntimeError("CUDA out of memory"),
-    lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
-    lambda: MemoryError(),
-]
-
-
-def fail_above(engine: Engine, limit: int, make_error) -> list[int]:
-    """Make the engine's forward raise ``make_error()`` for batches larger than ``limit``."""
-    attempts: list[int] = []
-    real_forward = engine.forward.run
-
-    def forward(input_ids, attention_mask, **kwargs):
-        attempts.append(input_ids.shape[0])
-        if input_ids.shape[0] > limit:
-            raise make_error()
-        return real_forward(input_ids, attention_mask, **kwargs)
-
-    engine.forward.run = forward
-    return attempts
 
 
 @pytest.mark.parametrize("make_error", OOM_ERRORS)

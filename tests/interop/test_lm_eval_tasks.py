@@ -24,7 +24,7 @@ from conftest import FIXTURES, build_tiny_gpt_neox
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TASKS_DIR = FIXTURES / "lm_eval_tasks"
 TASKS = ("eh_mc", "eh_gen", "eh_rolling")
 LABELS = ",".join(f"lm_eval:{t}" for t in TASKS)
@@ -90,9 +90,9 @@ def ours(tiny_model_dir, tmp_path_factory, one_torch_thread) -> Path:
 
 def assert_equals_lm_eval(theirs: dict, out: Path) -> None:
     """Every logged sample of lm-eval's run equals our item record, and every aggregate our row's metric."""
-    from test_lm_eval_backend import _value, assert_same
-
     from harness.scoring.records import prompt_sha256
+
+    from conftest import assert_same, lm_eval_value
 
     items = store_items(out)
     view = results_view(out)
@@ -104,13 +104,13 @@ def assert_equals_lm_eval(theirs: dict, out: Path) -> None:
             where = f"{task} doc {sample['doc_id']} ({sample['filter']})"
             assert record["prompt_sha256"] == prompt_sha256(sample["arguments"][0][0]), f"{where}: another prompt"
             # a rolling log-likelihood sums thousands of tokens: 1e-4 per 100 nats of it
-            scale = max(1.0, abs(_value(sample["resps"])[0][0]) / 100) if task == "eh_rolling" else 1.0
-            assert_same(_value(sample["resps"]), _value(record["resps"]), TOLERANCE * scale, where)
-            assert_same(_value(sample["filtered_resps"]), _value(record["filtered_resps"][sample["filter"]]),
+            scale = max(1.0, abs(lm_eval_value(sample["resps"])[0][0]) / 100) if task == "eh_rolling" else 1.0
+            assert_same(lm_eval_value(sample["resps"]), lm_eval_value(record["resps"]), TOLERANCE * scale, where)
+            assert_same(lm_eval_value(sample["filtered_resps"]), lm_eval_value(record["filtered_resps"][sample["filter"]]),
                         TOLERANCE * scale, where)
             suffix = "" if sample["filter"] == "none" else f",{sample['filter']}"
-            assert_same({m: _value(sample[m]) for m in sample["metrics"]},
-                        {m: _value(record["metrics"][m + suffix]) for m in sample["metrics"]}, TOLERANCE * scale, where)
+            assert_same({m: lm_eval_value(sample[m]) for m in sample["metrics"]},
+                        {m: lm_eval_value(record["metrics"][m + suffix]) for m in sample["metrics"]}, TOLERANCE * scale, where)
         # lm-eval's aggregation of equal per-item values: the same numbers, named metric[,filter]
         entry = view["tasks"][f"lm_eval:{task}"]
         for key, value in theirs["results"][task].items():

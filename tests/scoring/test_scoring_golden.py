@@ -5,7 +5,7 @@ moves when the scoring code changes.  So a change to any scorer's output must co
 this test fails when the outputs below change and the version did not.
 
 After a deliberate change: bump ``harness.runs.units.SCORING_VERSION`` (with a comment saying why), then
-``HARNESS_WRITE_SCORING_GOLDEN=1 python -m pytest tests/test_scoring_golden.py`` adds the new
+``HARNESS_WRITE_SCORING_GOLDEN=1 python -m pytest tests/scoring/test_scoring_golden.py`` adds the new
 version's entry.  Writing never replaces an existing version's entry: that is what a bump is for.
 """
 
@@ -118,7 +118,7 @@ def test_scorer_outputs_are_pinned_for_this_scoring_version():
         GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
     assert key in golden, (
         f"SCORING_VERSION {key} has no golden scores; run HARNESS_WRITE_SCORING_GOLDEN=1 "
-        "python -m pytest tests/test_scoring_golden.py to record them"
+        "python -m pytest tests/scoring/test_scoring_golden.py to record them"
     )
     expected, actual = _leaves(golden[key]), _leaves(outputs)
     changed = sorted(p for p in expected.keys() | actual.keys() if not _same(actual.get(p, "<absent>"), expected.get(p, "<absent>")))

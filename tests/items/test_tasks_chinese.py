@@ -20,9 +20,8 @@ from harness.scoring import companions
 from harness.scoring import records as scoring
 from harness.spec import BuildOptions
 
-from conftest import evaluate_tiny
+from conftest import FIXTURES, evaluate_tiny
 
-FIXTURES = Path(__file__).parent / "fixtures"
 DATA = FIXTURES / "data"
 USER = FIXTURES / "user_tasks"
 TASK_FILES = (("clozet", str(USER / "clozet.jsonl")), ("gsm8k_zh", str(USER / "gsm8k_zh.jsonl")))

@@ -248,7 +248,7 @@ import os, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-sys.path.insert(0, {tests!r})
+sys.path[:0] = {tests!r}  # this module's folder and conftest's
 import test_training_callback as t
 from harness import EvalCallback
 root = Path({root!r})
@@ -270,7 +270,7 @@ def test_two_process_training_scores_shares_and_the_main_process_writes(tmp_path
 
     build_tiny_gpt_neox(tmp_path / "tiny")
     script = tmp_path / "train.py"
-    script.write_text(_DDP_SCRIPT.format(tests=str(Path(__file__).parent), root=str(tmp_path)), encoding="utf-8")
+    script.write_text(_DDP_SCRIPT.format(tests=[str(Path(__file__).parent), str(FIXTURES.parent)], root=str(tmp_path)), encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -347,7 +347,7 @@ def test_every_results_file_says_what_produced_it(tiny_model_dir, tmp_path):
     files += [json.loads(p.read_text()) for p in sweep_out.rglob("units/*.json")]
     files += [json.loads(p.read_text()) for p in sweep_out.rglob(store.RESULTS_NAME)]
     assert len(files) == 3
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
     for results in files:
         provenance = results["provenance"]

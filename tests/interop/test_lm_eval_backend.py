@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, assert_same, lm_eval_value
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TASKS_DIR = FIXTURES / "lm_eval_tasks"
 TASKS = ("eh_mc", "eh_gen", "eh_rolling")
 TOLERANCE = 1e-4  # |Δ log-prob| per scored continuation, fp32
@@ -53,24 +53,6 @@ def evaluate(lm, limit=None) -> dict:
 # -- comparing logged samples ------------------------------------------------------------------------
 
 
-def _value(x):
-    """A logged value as one comparable form: lm-eval's saved jsonl writes numbers and booleans as strings."""
-    if isinstance(x, (list, tuple)):
-        return [_value(v) for v in x]
-    if isinstance(x, str):
-        if x in ("True", "False"):
-            return x == "True"
-        try:
-            return float(x)
-        except ValueError:
-            return x
-    if isinstance(x, bool) or x is None:
-        return x
-    if isinstance(x, (int, float)):
-        return float(x)
-    return x
-
-
 def _arguments(sample: dict) -> list[list[str]]:
     """Each request's text arguments (context, continuation), in memory or as saved to jsonl."""
     arguments = sample["arguments"]
@@ -84,28 +66,12 @@ def by_item(samples: list[dict]) -> dict[tuple[int, str], dict]:
     return {
         (s["doc_id"], s["filter"]): {
             "arguments": _arguments(s),
-            "resps": _value(s["resps"]),
-            "filtered_resps": _value(s["filtered_resps"]),
-            "metrics": {name: _value(s[name]) for name in s["metrics"]},
+            "resps": lm_eval_value(s["resps"]),
+            "filtered_resps": lm_eval_value(s["filtered_resps"]),
+            "metrics": {name: lm_eval_value(s[name]) for name in s["metrics"]},
         }
         for s in samples
     }
-
-
-def assert_same(theirs, ours, tolerance: float, where: str) -> float:
-    """Equal structures, floats within ``tolerance``; returns the largest float gap."""
-    if isinstance(theirs, float) and isinstance(ours, float):
-        gap = abs(theirs - ours)
-        assert gap <= tolerance, f"{where}: {theirs} vs {ours} (|Δ| {gap:.2e} > {tolerance:.0e})"
-        return gap
-    if isinstance(theirs, list) and isinstance(ours, list):
-        assert len(theirs) == len(ours), f"{where}: {len(theirs)} vs {len(ours)} values"
-        return max((assert_same(a, b, tolerance, where) for a, b in zip(theirs, ours)), default=0.0)
-    if isinstance(theirs, dict) and isinstance(ours, dict):
-        assert theirs.keys() == ours.keys(), f"{where}: {sorted(theirs)} vs {sorted(ours)}"
-        return max((assert_same(theirs[k], ours[k], tolerance, f"{where} {k}") for k in theirs), default=0.0)
-    assert type(theirs) is type(ours) and theirs == ours, f"{where}: {theirs!r} vs {ours!r}"
-    return 0.0
 
 
 def compare_runs(theirs: dict, ours: dict, expect_items: dict[str, int]) -> dict[str, float]:
