@@ -321,13 +321,14 @@ def plain_words(report: Report, loss_source: str = "mixture") -> list[str]:
                          f"different loss (p = {agreement.p_value:.2g}{largest}).")
         if analysis.companion is not None:
             c = analysis.companion
-            if analysis.pooled is not None and analysis.pooled.emerged and not c.emerged:
+            if c.emerged:
+                meaning = "the answer's probability jumps too, so the jump is not only a product of the metric"
+            elif analysis.pooled is not None and analysis.pooled.emerged and has_verdict(c) and c.status == "smooth rise":
                 meaning = ("the jump is made by scoring all-or-nothing (Schaeffer et al.'s mirage): what the models "
                            "learn about the answer improves smoothly")
-            elif c.emerged:
-                meaning = "the answer's probability jumps too, so the jump is not only a product of the metric"
-            else:
-                meaning = "read the two curves side by side in the report's companion figure"
+            else:  # a rise from the first checkpoints has no shape verdict: neither reading is supported
+                meaning = ("so this run does not decide whether the jump is only the metric's (Schaeffer et al.'s "
+                           "mirage); read the two curves side by side in the report's companion figure")
             lines.append(f"Beside exact match, the answer's per-token log-probability (the continuous companion) is "
                          f"{_curve_in_words(c)}: {meaning}.")
         for test in report.predictions:
@@ -337,8 +338,9 @@ def plain_words(report: Report, loss_source: str = "mixture") -> list[str]:
                 lines.append(f"Prediction test ({test.split}): no departure to compare ({test.note or 'none measured or predicted'}).")
             else:
                 where = "inside" if test.surrogate_inside else "outside"
-                lines.append(f"Prediction test ({test.split}): the smooth log-probability, fitted before the jump, puts the "
-                             f"departure at {test.surrogate_departure:.2f}, {where} the measured {test.measured_departure:.2f} "
+                lines.append(f"Prediction test ({test.split}): the answer's log-probability, as the fitted sizes map it to "
+                             f"exact match, puts the departure at {test.surrogate_departure:.2f}, {where} the measured "
+                             f"{test.measured_departure:.2f} "
                              f"[{test.departure_low:.2f}, {test.departure_high:.2f}] (error {test.surrogate_mae:.3f} against "
                              f"{test.baseline_mae:.3f} for exact match extrapolated linearly): {test.note}.")
     lines.append("What it does not show: anything about large models (three tiny models, one synthetic task); "
