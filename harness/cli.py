@@ -171,12 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser = sub.add_parser("compare", help="our results beside a reference's (e.g. imported Pythia evals), cell by cell in stderr units")
     add_compare_arguments(compare_parser)
 
-    tiny = sub.add_parser("train-tiny", help="train the demo's tiny GPT-NeoX family on the CPU, offline (HF checkpoints at log-spaced steps)")
+    tiny = sub.add_parser("train-tiny", help="train the demo's tiny GPT-NeoX family on the CPU, offline (HF checkpoints log-spaced early, then evenly spaced)")
     tiny.add_argument("--out", type=Path, help="suite folder (default the demo's folder + /suite, e.g. results/demo/suite)")
-    tiny.add_argument("--quick", action="store_true", help="the reduced suite the tests use (a few minutes)")
+    tiny.add_argument("--quick", action="store_true", help="the reduced suite the tests use: the two smaller sizes, one thread")
     demo = sub.add_parser("demo", help="train the tiny family (or reuse it), evaluating each checkpoint as it is saved, and write the report: the loss threshold end to end")
     demo.add_argument("--out", type=Path, help="output folder (default results/demo, results/demo-seed1, ...; results/demo-quick[-seedN] with --quick)")
-    demo.add_argument("--quick", action="store_true", help="a reduced demo (a few minutes): smaller models, fewer steps")
+    demo.add_argument("--quick", action="store_true", help="the demo without its largest size, on one thread (3-5 min on 2 cores, measured in docs/demo.md): the full demo's two smaller sizes, same seed, same weights at one thread")
     demo.add_argument("--loss-source", choices=["mixture", "docstrings"], default="mixture",
                       help="whose summary to print: the held-out training mixture's loss (default) or the held-out "
                            "docstrings' (general text, no arithmetic); both reports are written")

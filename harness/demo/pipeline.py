@@ -32,8 +32,9 @@ import pandas as pd
 
 from harness.analysis.report import Report, build_report, prediction_frame, write_report
 from harness.demo.corpus import ADDITION, LOSS_CORPORA, ModelSize, SuiteConfig
-from harness.demo.tiny_suite import Log, progress_bars_off, train_suite
+from harness.demo.tiny_suite import Log, train_suite
 from harness.errors import UserError
+from harness.runs.progress import library_bars_off
 from harness.table import markdown_table
 
 DEFAULT_OUT = Path("results/demo")
@@ -177,7 +178,7 @@ def evaluate_checkpoints(config: SuiteConfig, manifest: dict, suite_dir: Path, o
                     device="cpu", dtype="float32", progress=False, **eval_options(config, suite_dir, source),
                 )
                 # one line per source below, not the runner's lines per checkpoint; failures are kept
-                with progress_bars_off():  # a "Loading weights" bar per checkpoint otherwise
+                with library_bars_off():  # a "Loading weights" bar per checkpoint otherwise
                     summary = evaluate(spec, log=lambda message: log(message) if message.startswith("FAILED") else None).summary
                 counts.checkpoints += 1
                 counts.units_run += summary.units_done
@@ -188,33 +189,6 @@ def evaluate_checkpoints(config: SuiteConfig, manifest: dict, suite_dir: Path, o
         if counts.failures:
             log(f"demo: {len(counts.failures)} {source} units failed ({'; '.join(counts.failures)}); the report leaves them out")
     return done
-
-
-def sweep_yaml(manifest: dict, suite_dir: Path, out: Path, loss_source: str = "mixture") -> dict:
-    """The demo's evaluation of one loss source as a ``harness sweep`` config, one model per size
-    (``scripts/quick_margins.py`` runs it on chosen checkpoints): the same settings as
-    ``eval_options``, in the sweep's layout (``<out>/sweep[-<source>]/<model>/checkpoint-N``).  The demo
-    itself evaluates through ``EvalCallback`` and ``harness eval`` into ``evals/``."""
-    config = manifest["config"]
-
-    def rel(path: Path) -> str:  # paths in sweep.yaml are relative to the file, so the folder can move
-        return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path.resolve())
-
-    tasks = loss_source == LOSS_SOURCES[0]
-    return {
-        "out": "sweep" if tasks else f"sweep-{loss_source}",
-        **({"tasks": [f"bigbench:{task['name']}" for task in config["tasks"]], "data_dir": rel(suite_dir / "data"),
-            "limit": config["eval_items"]} if tasks else {}),
-        "device": "cpu",
-        "dtype": "float32",
-        "batch_size": "auto",
-        "tokens_per_step": config["batch_size"] * config["seq_len"],
-        "loss": {"corpus": rel(suite_dir / LOSS_CORPORA[loss_source]), "window": config["seq_len"], "tokens": LOSS_TOKENS},
-        "models": [
-            {"checkpoints": rel(suite_dir / "runs" / size["name"]), "name": MODEL_PREFIX + size["name"], "size": size["name"]}
-            for size in manifest["sizes"]
-        ],
-    }
 
 
 def checkpoint_losses(root: Path) -> pd.DataFrame:

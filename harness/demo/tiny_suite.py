@@ -17,12 +17,12 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from harness.demo.corpus import LOSS_CORPORA, ModelSize, SuiteConfig, build_corpus, write_suite_data
 from harness.errors import UserError
+from harness.runs.progress import library_bars_off
 
 Log = Callable[[str], None]
 # per size, the callbacks its Trainer also gets (``harness.EvalCallback``: evaluate at each save)
@@ -134,21 +134,6 @@ def build_model(size: ModelSize, config: SuiteConfig, tokenizer):
     return GPTNeoXForCausalLM(model_config)
 
 
-@contextmanager
-def progress_bars_off() -> Iterator[None]:
-    """transformers' progress bars off in the body (as they were after): one bar per checkpoint
-    written or loaded says nothing in a run of dozens."""
-    from transformers.utils import logging as hf_logging
-
-    were_off = hf_logging.is_progress_bar_enabled() is False
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if not were_off:
-            hf_logging.enable_progress_bar()
-
-
 def train_size(
     size: ModelSize, config: SuiteConfig, tokenizer, blocks: list[list[int]], run_dir: Path, log: Log,
     callbacks: list[Any] = (),
@@ -176,7 +161,7 @@ def train_size(
         data_collator=default_data_collator, callbacks=[_save_at(steps), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # its dict per log line; the losses are in trainer_state.json
-    with progress_bars_off():  # one "Writing model shards" bar per checkpoint otherwise
+    with library_bars_off():  # one "Writing model shards" bar per checkpoint otherwise
         trainer.train()
     # training alone: the time an EvalCallback spent evaluating is its own (``eval_seconds``)
     evaluating = sum(getattr(callback, "eval_seconds", 0.0) for callback in callbacks)
