@@ -24,9 +24,16 @@ from huggingface_hub.errors import (
 from harness.errors import UserError
 
 # Files of an HF folder that change what the model computes or how text is tokenized.  README,
-# licences and images are left out so editing a model card keeps the hash.
+# licences and images are left out so editing a model card keeps the hash, and so is HF Trainer's
+# training state beside the weights (optimizer and scheduler state, RNG states, the training
+# arguments, trainer_state.json's log): it does not change what the model computes, it names the
+# run's output folder and times (the same weights saved by two runs would read as two checkpoints),
+# and the optimizer's state is about twice the weights' size to hash. A loss read from
+# trainer_state.json is keyed by that file's own digest (runs/prepare.py, loss_record).
 _CONTENT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt", ".tiktoken", ".py", ".jinja")
-_NON_CONTENT = {"README.md", "LICENSE", "LICENSE.txt", "NOTICE", "NOTICE.txt"}
+_NON_CONTENT = {"README.md", "LICENSE", "LICENSE.txt", "NOTICE", "NOTICE.txt",
+                "trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt"}
+_NON_CONTENT_PREFIXES = ("rng_state",)  # rng_state.pth, rng_state_<rank>.pth
 
 _HASH_CHUNK = 1 << 20
 
@@ -47,11 +54,13 @@ def file_sha256(path: Path) -> str:
 
 
 def folder_content_hash(folder: Path) -> str:
-    """sha256 over the weight, config and tokenizer files at the top of ``folder``: each file's name,
-    size and bytes, in sorted name order (the size keeps one file's tail from passing for the next's name)."""
+    """sha256 over the weight, config and tokenizer files at the top of ``folder`` (not a Trainer's
+    training state): each file's name, size and bytes, in sorted name order (the size keeps one file's
+    tail from passing for the next's name)."""
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not path.is_file() or path.name in _NON_CONTENT or not path.name.endswith(_CONTENT_SUFFIXES):
+        if (not path.is_file() or path.name in _NON_CONTENT or path.name.startswith(_NON_CONTENT_PREFIXES)
+                or not path.name.endswith(_CONTENT_SUFFIXES)):
             continue
         digest.update(path.name.encode("utf-8") + b"\0")
         digest.update(path.stat().st_size.to_bytes(8, "little"))

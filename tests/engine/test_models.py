@@ -76,6 +76,17 @@ def test_content_hash_is_stable_and_follows_the_weights(tiny_model_dir, tmp_path
     shutil.copytree(tiny_model_dir, copy)
     (copy / "README.md").write_text("a model card edit does not change the model\n")
     assert load_model(str(copy), device="cpu")[2].content_hash == first
+    # nor does HF Trainer's training state beside the weights: two runs saving the same weights (their
+    # logs, output folders and optimizer states differ) are one checkpoint
+    (copy / "trainer_state.json").write_text('{"global_step": 4, "log_history": []}')
+    for name in ("training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "rng_state_1.pth"):
+        (copy / name).write_bytes(name.encode() * 3)
+    assert models.folder_content_hash(copy) == first
+    (copy / "trainer_state.json").write_text('{"global_step": 8, "log_history": [{"loss": 1.0}]}')
+    assert load_model(str(copy), device="cpu")[2].content_hash == first
+    (copy / "generation_config.json").write_text('{"max_new_tokens": 3}')  # a config file is content
+    assert models.folder_content_hash(copy) != first
+    (copy / "generation_config.json").unlink()
 
     weights = _weights(copy)
     weights["embed_out.weight"][0, 0] += 1.0
