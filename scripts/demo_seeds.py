@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.analysis.thresholds import AT_EDGE, carries_verdict
 from harness.demo.pipeline import LOSS_SOURCES, REPORT_DIRS, default_out, run_demo, suite_config
 from harness.table import markdown_table
 
@@ -39,16 +40,11 @@ def verdict(row) -> str:
     status = row.get("status")
     status = "" if status is None or pd.isna(status) else str(status)
     note = row.get("note")
-    edge = " (edge)" if isinstance(note, str) and "edge of the observed losses" in note else ""
+    edge = " (edge)" if isinstance(note, str) and AT_EDGE in note else ""
     if pd.isna(row.get("eta")):
         return (status or "no threshold") + edge
     text = f"η = {_num(row['eta'])} [{_num(row.get('eta_low'))}, {_num(row.get('eta_high'))}]"
     return f"{status}: {text}" if status and status != "emerged" else text
-
-
-def carries_verdict(text: str) -> bool:
-    """A per-size verdict the data carry: neither too little data nor a rise at the edge of the checkpoints."""
-    return not (text.startswith("insufficient") or text.endswith("(edge)") or "3 needed" in text)
 
 
 def pooled_kind(text: str) -> str:
@@ -94,15 +90,15 @@ def seed_column(out: Path, source: str, quick_sizes: list[str] | None = None) ->
     thresholds = pd.read_csv(out / REPORT_DIRS[source] / "thresholds.csv")
     thresholds = thresholds[(thresholds["task"] == TASK) & (thresholds["metric"] == METRIC)]
     column: dict[str, str] = {}
-    pooled = None
+    pooled, carried = None, []
     for _, row in thresholds.iterrows():
         scope = str(row["scope"])
         if scope.startswith(PREFIX):
             column[f"{scope.removeprefix(PREFIX)}"] = verdict(row)
+            carried.append(carries_verdict(str(row["status"]), row.get("note")))
         else:
             pooled = row
-    sizes = [value for key, value in column.items()]
-    column["sizes with a verdict"] = f"{sum(map(carries_verdict, sizes))} of {len(sizes)}"
+    column["sizes with a verdict"] = f"{sum(carried)} of {len(carried)}"
     if pooled is not None:
         column["pooled"] = verdict(pooled)
         column["sizes"] = agreement(pooled)

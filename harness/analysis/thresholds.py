@@ -63,7 +63,7 @@ from harness.analysis.shapes import SHAPE_ALPHA, shape_test
 
 __all__ = [
     "EMERGED", "SMOOTH_RISE", "NO_EMERGENCE", "FROM_START", "INSUFFICIENT", "STATUSES", "MIN_DEPARTURE_POINTS", "MIN_ITEMS",
-    "Threshold", "emergence_threshold", "with_q",
+    "Threshold", "emergence_threshold", "with_q", "carries_verdict", "AT_EDGE", "TOO_FEW_DEPARTING",
 ]
 
 EMERGED = "emerged"
@@ -80,6 +80,9 @@ FLAT_ALPHA = 0.05  # "above reference from the start" needs the curve consistent
 FROM_START_ALPHA = 0.001  # ...and its checkpoints pooled above chance at this level (one-sided; 228 curves of a 57-subject report at chance: 0.23 false calls)
 DEPARTURE_RESAMPLES = 50  # curves simulated from the smooth fit for the departure loss's interval
 EXACT_MATCH_PREFIXES = ("exact_match", "numeric_match")
+# the notes of the two verdicts the data do not carry (matched by ``carries_verdict``, written below)
+AT_EDGE = "the rise begins at the edge of the observed losses"
+TOO_FEW_DEPARTING = f"; {MIN_DEPARTURE_POINTS} needed"
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,14 @@ class Threshold:
 
 def is_exact_match(metric: str) -> bool:
     return base_metric(metric).startswith(EXACT_MATCH_PREFIXES)
+
+
+def carries_verdict(status: str, note: str) -> bool:
+    """A verdict the data carry: neither too little data, nor a rise at the edge of the checkpoints, nor
+    too few departing checkpoints to tell (a curve's ``status`` and ``note``, as on a Threshold or in
+    thresholds.csv)."""
+    note = note if isinstance(note, str) else ""
+    return status != INSUFFICIENT and AT_EDGE not in note and TOO_FEW_DEPARTING not in note
 
 
 def with_q(t: Threshold, q: float | None) -> Threshold:
@@ -205,7 +216,7 @@ def emergence_threshold(curve: Curve, *, resamples: int = 1000, seed: int = 0,
     if departed < MIN_DEPARTURE_POINTS:
         if departed:
             notes.insert(0, f"only the {departed} lowest-loss checkpoint{'s' if departed > 1 else ''} depart"
-                            f"{'' if departed > 1 else 's'}; {MIN_DEPARTURE_POINTS} needed")
+                            f"{'' if departed > 1 else 's'}{TOO_FEW_DEPARTING}")
         # above chance from the start: one test of the plateau against chance, and the curve consistent with
         # flat (a χ² test of homogeneity at FLAT_ALPHA); both keep their level whatever the number of checkpoints
         flat_p = _flat_p(points)
@@ -237,7 +248,7 @@ def emergence_threshold(curve: Curve, *, resamples: int = 1000, seed: int = 0,
     below_plateau = np.sort(points.loss)[::-1][PLATEAU_MIN_POINTS] if len(points) > PLATEAU_MIN_POINTS else -np.inf
     at_edge = above_eta < MIN_ABOVE_ETA or departure >= below_plateau - 1e-12
     if at_edge:
-        notes.insert(0, f"the rise begins at the edge of the observed losses ({above_eta} checkpoint"
+        notes.insert(0, f"{AT_EDGE} ({above_eta} checkpoint"
                         f"{'' if above_eta == 1 else 's'} above the best kink): no η")
     if at_edge or not shape.p_value < SHAPE_ALPHA:
         if not at_edge:

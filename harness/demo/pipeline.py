@@ -243,9 +243,9 @@ def _size(model: str) -> str:
 
 def _curve_in_words(t) -> str:
     """One curve's status as a reader would say it."""
-    from harness.analysis.thresholds import EMERGED, FROM_START, INSUFFICIENT, SMOOTH_RISE
+    from harness.analysis.thresholds import AT_EDGE, EMERGED, FROM_START, INSUFFICIENT, SMOOTH_RISE
 
-    edge = "edge of the observed losses" in t.note
+    edge = AT_EDGE in t.note
     if t.status == EMERGED:
         return f"a threshold (flat, then rising below η = {t.eta:.2f} [{t.low:.2f}, {t.high:.2f}])"
     if t.status == SMOOTH_RISE and edge:
@@ -260,10 +260,10 @@ def _curve_in_words(t) -> str:
 
 
 def has_verdict(t) -> bool:
-    """A per-size verdict the data carry: neither too little data nor a rise at the edge of the checkpoints."""
-    from harness.analysis.thresholds import INSUFFICIENT
+    """A per-size verdict the data carry (``thresholds.carries_verdict``)."""
+    from harness.analysis.thresholds import carries_verdict
 
-    return t.status != INSUFFICIENT and "edge of the observed losses" not in t.note and "3 needed" not in t.note
+    return carries_verdict(t.status, t.note)
 
 
 def plain_words(report: Report, loss_source: str = "mixture") -> list[str]:
