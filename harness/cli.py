@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--quick", action="store_true", help="the reduced suite the tests use: the two smaller sizes, one thread")
     demo = sub.add_parser("demo", help="train the tiny family (or reuse it), evaluating each checkpoint as it is saved, and write the report: the loss threshold end to end")
     demo.add_argument("--out", type=Path, help="output folder (default results/demo, results/demo-seed1, ...; results/demo-quick[-seedN] with --quick)")
-    demo.add_argument("--quick", action="store_true", help="the demo without its largest size, on one thread (3-5 min on 2 cores, measured in docs/demo.md): the full demo's two smaller sizes, same seed, same weights at one thread")
+    demo.add_argument("--quick", action="store_true", help="the demo without its largest size, on one thread (3 min on 2 idle cores, up to 5 shared: docs/demo.md): the full demo's two smaller sizes, same seed, same weights at one thread")
     demo.add_argument("--loss-source", choices=["mixture", "docstrings"], default="mixture",
                       help="whose summary to print: the held-out training mixture's loss (default) or the held-out "
                            "docstrings' (general text, no arithmetic); both reports are written")
