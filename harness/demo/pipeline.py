@@ -49,7 +49,7 @@ FULL = SuiteConfig(
     sizes=(ModelSize("25k", 32, 2, 4), ModelSize("100k", 64, 2, 4), ModelSize("330k", 96, 3, 4)),
     tasks=(ADDITION,),
     # 1,500 steps: most sizes depart between steps ~400 and ~1,000 and end near 1.0, but on 6 of the ten runs
-    # one size of three is still low at the end (0.05-0.52): the demo's time budget, not the task, stops there
+    # one size of three is still low at the end (0.05-0.52): the 10-minute budget ends training there
     steps=1500,
     batch_size=16,  # many small steps learn more per token than few large ones at this scale
     # Learning rate 7e-3, cosine decay after 50 warm-up steps, chosen by the pooled verdict of seeds 1-4 (one
